@@ -1,0 +1,27 @@
+"""Every path HemaBench uses comes from here, each overridable by an environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SPACES_DIR = Path(os.environ.get("BENCH_SEARCH_SPACES", PROJECT_ROOT / "search_spaces"))
+DATASET_CARDS_DIR = Path(os.environ.get("BENCH_DATASETS", PROJECT_ROOT / "datasets"))
+SHARED_DIR = Path(os.environ.get("BENCH_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+
+
+def cache_dir() -> Path:
+    """Decoded-image and feature caches (`BENCH_CACHE_DIR`, default `~/.cache/hemabench`)."""
+    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "hemabench"))
+
+
+def data_dir() -> Path | None:
+    """Root that relative dataset-card paths may resolve against (`BENCH_DATA_DIR`)."""
+    value = os.environ.get("BENCH_DATA_DIR")
+    return Path(value) if value else None
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set, else `sqlite:///mlflow.db` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
