@@ -1,0 +1,273 @@
+"""Dataset layouts: a registry of (detect, load) pairs that turn a `--data` string into a `Source`.
+
+A `Source` is what a layout finds before any pixel is decoded: either a table of image files
+(with class, official split and group per file) or arrays that are already images. Layouts are
+tried in ascending `order`; the first whose `detect` accepts the string loads it. Adding a layout
+is one decorated function here or in another module imported by `bench.data`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import DataError
+from bench.images import IMAGE_EXTENSIONS
+
+FILE_COLUMNS = ["path", "file", "class", "official", "group", "bytes", "mtime_ns"]
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class Source:
+    """Images found by a layout: `files` (one row per candidate file) or `arrays` (decoded already).
+
+    `official` holds the published split of each image ("train", "val", "test") or "" where none
+    is published; `group` holds the source (patient, smear…) or "" where unknown.
+    """
+
+    layout: str
+    class_names: list[str]
+    root: str
+    resize_mode: str = "pad"
+    files: pd.DataFrame | None = None
+    x: np.ndarray | None = None  # uint8 (N,S,S,3), with `table` giving file/class/official/group per row
+    table: pd.DataFrame | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # layout options that change the result (fingerprinted)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    order: int
+    detect: Callable[[str], bool]
+    load: Callable[..., Source]
+    description: str
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register_layout(name: str, *, order: int, detect: Callable[[str], bool], description: str):
+    """Register `load(data, *, image_size, seed, options) -> Source` under `name`."""
+
+    def wrap(load: Callable[..., Source]) -> Callable[..., Source]:
+        if name in LAYOUTS:
+            raise ValueError(f"layout {name!r} is registered twice")
+        LAYOUTS[name] = Layout(name, order, detect, load, description)
+        return load
+
+    return wrap
+
+
+def list_layouts() -> list[str]:
+    """Layout names in detection order."""
+    return [layout.name for layout in sorted(LAYOUTS.values(), key=lambda layout: layout.order)]
+
+
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise DataError(f"layout must be one of {list_layouts()}; got {name!r}")
+    return LAYOUTS[name]
+
+
+def detect_layout(data: str) -> Layout:
+    """The first layout, in declared order, that accepts `data`; a one-line DataError otherwise."""
+    for name in list_layouts():
+        if LAYOUTS[name].detect(data):
+            return LAYOUTS[name]
+    if not Path(data).exists():
+        raise DataError(
+            f"--data {data!r} is not 'synthetic', 'medmnist:<name>@<size>', a dataset card in "
+            f"datasets/, or an existing .npz file or directory"
+        )
+    raise DataError(f"--data {data!r}: no image layout recognised (tried {', '.join(list_layouts())})")
+
+
+# ---------------------------------------------------------------- scanning files
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in ("Thumbs.db", "desktop.ini") or name.startswith("__MACOSX")
+
+
+def scan(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, int, int]]:
+    """Usable-looking files under `folder` (recursive, sorted) as (path, bytes, mtime_ns).
+
+    Hidden files, unsupported extensions, broken symlinks and empty files go to `skipped` with
+    their reason; hidden folders are not entered. Decoding failures are found later.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if _hidden(name):
+                skipped.append((rel, "hidden file"))
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((rel, f"unsupported extension {path.suffix.lower() or '(none)'!r}"))
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                skipped.append((rel, "broken symlink" if path.is_symlink() else "file vanished"))
+                continue
+            if stat.st_size == 0:
+                skipped.append((rel, "zero bytes"))
+                continue
+            found.append((path, stat.st_size, stat.st_mtime_ns))
+    return found
+
+
+def _rows(found, root: Path, label: str, official: str) -> list[dict]:
+    return [
+        {"path": str(p), "file": p.relative_to(root).as_posix(), "class": label, "official": official,
+         "group": "", "bytes": size, "mtime_ns": mtime}
+        for p, size, mtime in found
+    ]
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _has_images(folder: Path) -> bool:
+    return any(Path(name).suffix.lower() in IMAGE_EXTENSIONS for _, _, names in os.walk(folder) for name in names)
+
+
+def _class_map(folders: list[str], options: dict) -> dict[str, str]:
+    """Folder name → class name; a card's `classes:` keeps only the folders it lists."""
+    mapping = options.get("classes")
+    if not mapping:
+        return {name: name for name in folders}
+    return {folder: str(name) for folder, name in mapping.items() if folder in folders}
+
+
+def _files_source(layout: str, root: Path, rows: list[dict], skipped, notes, options) -> Source:
+    files = pd.DataFrame(rows, columns=FILE_COLUMNS)
+    class_names = sorted(files["class"].unique().tolist())
+    return Source(layout, class_names, str(root), files=files, skipped=skipped, notes=notes, options=options)
+
+
+# ---------------------------------------------------------------- directory layouts
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        return {}
+    return {SPLIT_NAMES[p.name.lower()]: p for p in _subdirs(root) if p.name.lower() in SPLIT_NAMES}
+
+
+@register_layout(
+    "split_folders", order=50, detect=lambda data: "train" in _split_dirs(Path(data)),
+    description="<root>/{train,val|valid|validation,test}/<class>/* (case-insensitive)",
+)
+def load_split_folders(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
+    root, options = Path(data), options or {}
+    wanted = {SPLIT_NAMES.get(str(k).lower(), k): v for k, v in (options.get("splits") or {}).items()}
+    dirs = {split: root / folder for split, folder in wanted.items()} if wanted else _split_dirs(root)
+    for split, folder in dirs.items():
+        if not folder.is_dir():
+            raise DataError(f"split {split!r}: folder {folder} does not exist")
+    used = {p.resolve() for p in dirs.values()}
+    ignored = [p.name for p in _subdirs(root) if p.resolve() not in used]
+    notes = [f"ignored folders: {', '.join(ignored)}"] if ignored else []
+    rows, skipped = [], []
+    for split, folder in sorted(dirs.items()):
+        mapping = _class_map([p.name for p in _subdirs(folder)], options)
+        for class_dir in _subdirs(folder):
+            if class_dir.name in mapping:
+                rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], split)
+        for p in folder.iterdir():
+            if p.is_file() and not _hidden(p.name):
+                skipped.append((p.relative_to(root).as_posix(), "not in a class folder"))
+    return _files_source("split_folders", root, rows, skipped, notes, options)
+
+
+@register_layout(
+    "class_folders", order=70,
+    detect=lambda data: Path(data).is_dir() and any(_has_images(p) for p in _subdirs(Path(data))),
+    description="<root>/<class>/* (Keras image_dataset_from_directory); images may sit in sub-folders",
+)
+def load_class_folders(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
+    root, options = Path(data), options or {}
+    rows, skipped, notes = [], [], []
+    folders = _subdirs(root)
+    mapping = _class_map([p.name for p in folders], options)
+    empty = [p.name for p in folders if p.name in mapping and not _has_images(p)]
+    if empty:
+        notes.append(f"empty class folders ignored: {', '.join(empty)}")
+    for class_dir in folders:
+        if class_dir.name in mapping and class_dir.name not in empty:
+            rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], "")
+    for p in root.iterdir():
+        if p.is_file() and not _hidden(p.name):
+            skipped.append((p.name, "not in a class folder"))
+    return _files_source("class_folders", root, rows, skipped, notes, options)
+
+
+# C-NMC 2019: UID_<patient>_<image>_<cell>_all.bmp (leukaemic) / UID_H<patient>_..._hem.bmp (normal).
+CNMC_LABEL = r"_(?P<label>all|hem)$"
+CNMC_GROUP = r"^(?P<group>UID_H?\d+)_"
+CNMC_CLASSES = {"all": "ALL", "hem": "HEM"}
+
+
+def _label_of(stem: str, pattern: re.Pattern) -> str | None:
+    match = pattern.search(stem)
+    return match.group("label").lower() if match else None
+
+
+def _detect_filename_labels(data: str) -> bool:
+    root = Path(data)
+    if not root.is_dir():
+        return False
+    pattern = re.compile(CNMC_LABEL, re.IGNORECASE)
+    stems = [Path(n).stem for _, _, names in os.walk(root) for n in names
+             if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not _hidden(n)]
+    return bool(stems) and all(_label_of(s, pattern) for s in stems)
+
+
+@register_layout(
+    "filename_labels", order=60, detect=_detect_filename_labels,
+    description="labels in file names, e.g. C-NMC *_all.bmp → ALL, *_hem.bmp → HEM (any folder depth, "
+    "fold folders included); groups = patient (UID_<n>) where the name carries it",
+)
+def load_filename_labels(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
+    root, options = Path(data), options or {}
+    label_re = re.compile(options.get("label_pattern", CNMC_LABEL), re.IGNORECASE)
+    group_re = re.compile(options.get("group_pattern", CNMC_GROUP))
+    mapping = {str(k).lower(): str(v) for k, v in (options.get("classes") or CNMC_CLASSES).items()}
+    rows, skipped = [], []
+    for path, size, mtime in scan(root, root, skipped):
+        rel = path.relative_to(root).as_posix()
+        label = _label_of(path.stem, label_re)
+        if label is None or label not in mapping:
+            skipped.append((rel, "no class label in the file name"))
+            continue
+        group = group_re.search(path.name)
+        rows.append({"path": str(path), "file": rel, "class": mapping[label], "official": "",
+                     "group": group.group("group") if group else "", "bytes": size, "mtime_ns": mtime})
+    return _files_source("filename_labels", root, rows, skipped, [], options)
+
+
+def content_fingerprint(source: Source) -> str:
+    """Hash of everything a layout found (paths, sizes, mtimes, labels, splits, groups, options)."""
+    digest = hashlib.sha256(f"{source.layout}|{source.class_names}|{sorted(source.options.items())!r}".encode())
+    if source.files is not None:
+        cols = ["file", "class", "official", "group", "bytes", "mtime_ns"]
+        digest.update(pd.util.hash_pandas_object(source.files[cols], index=False).values.tobytes())
+    if source.x is not None:
+        digest.update(np.ascontiguousarray(source.x).data)
+        digest.update(pd.util.hash_pandas_object(source.table, index=False).values.tobytes())
+    return digest.hexdigest()
