@@ -100,6 +100,7 @@ def read_npz(path: Path, *, image_size: int, class_names: list[str] | None = Non
     class_names = class_names or MEDMNIST_LABELS.get(path.stem.split("_")[0].lower())
     if not class_names or len(class_names) < n_classes:
         class_names = [f"class_{i}" for i in range(n_classes)]
+    class_names = list(class_names[:n_classes])  # the labels present define the classes
     table = _table(y, class_names, official, path.name)
     stat = path.stat()
     return Source("medmnist_npz", class_names, str(path), x=np.concatenate(xs), table=table,
