@@ -1,3 +1,18 @@
 """HemaBench: an MLflow-tracked AutoML benchmarking harness for blood-cell image classification."""
 
+import os
+import warnings
+
 __version__ = "0.1.0"
+
+# Quiet defaults for a tool people watch: TF's C++ banner, MLflow's per-download progress bars, and library
+# warnings that say nothing actionable to a user of HemaBench. Each can be overridden from the environment.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+for _pattern in (
+    r"Add type hints to the `predict` method",  # our pyfunc parses its own input on purpose
+    r"Passing a Python object as `python_model`",
+    r"Some regimes for parameter",  # Optuna importances on few trials
+    r"Target and region quantiles select the same set",
+):
+    warnings.filterwarnings("ignore", message=f".*{_pattern}")

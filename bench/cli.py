@@ -1,0 +1,96 @@
+"""`python -m bench <command>`: parse, build a config, call the module that does the work.
+
+Errors the user can fix (`BenchError`) print as one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Callable
+
+from bench.errors import BenchError
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    from bench.config import SearchConfig
+
+    for field in dataclasses.fields(SearchConfig):
+        p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, metavar=type(field.default).__name__.upper(),
+                       help=f"default: {field.default!r}")
+
+
+def _search(ns: argparse.Namespace) -> int:
+    from bench import search
+    from bench.config import SearchConfig, make_config
+
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(SearchConfig)}
+    search.run(make_config(**values))
+    return 0
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["inspect"], help="inspect: class counts per split, sizes, groups, duplicates, leakage")
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _inspect(ns: argparse.Namespace) -> int:
+    from bench.data import inspect
+
+    print(inspect(ns.data, image_size=ns.image_size, seed=ns.seed))
+    return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="models:/bloodcell-classifier@champion", help="an MLflow model URI")
+    p.add_argument("--output", choices=["table", "csv"], default="table")
+    p.add_argument("--out", default=None, help="file for --output csv (default stdout)")
+    p.add_argument("images", nargs="+")
+
+
+def _predict(ns: argparse.Namespace) -> int:
+    from bench import predict
+
+    return predict.main(ns.model, ns.images, output=ns.output, out_file=ns.out)
+
+
+COMMANDS: list[Command] = [
+    ("search", _search_args, _search),
+    ("data", _inspect_args, _inspect),
+    ("predict", _predict_args, _predict),
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m bench", description="HemaBench: AutoML benchmarking of blood-cell "
+                                   "image classifiers, tracked in MLflow.")
+    sub = root.add_subparsers(dest="command", required=True, metavar="command")
+    for name, add_args, handler in COMMANDS:
+        p = sub.add_parser(name, help=HELP.get(name, ""), description=HELP.get(name, ""))
+        add_args(p)
+        p.set_defaults(handler=handler)
+    return root
+
+
+HELP = {
+    "search": "run a search study (Optuna or KerasTuner); every trial is an MLflow child run; registers the best model",
+    "data": "inspect a dataset: class counts per split, image sizes, groups, duplicates, leakage",
+    "predict": "classify image files with a registered model",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    try:
+        return ns.handler(ns)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

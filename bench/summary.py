@@ -1,0 +1,127 @@
+"""After the trials: the leaderboard, the engine's figures, the best model on the test split, the registry.
+
+The leaderboard is read back from MLflow (every child run of the study), so it is the same for every engine
+and covers trials from earlier, resumed or parallel processes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from bench import registry, tracking
+from bench.metrics import classification_metrics, direction
+from bench.plots import write_evaluation_artifacts, write_html
+from bench.report import summary_table
+
+KERAS_FILE = "artifacts/model.keras"  # where bench.serving.log_model stores the Keras model in the logged model
+
+
+def previous_parent(c: MlflowClient, experiment_id: str, study: str) -> str | None:
+    """The parent run of an earlier invocation of the same study, to resume it."""
+    runs = c.search_runs([experiment_id], f"tags.`hemabench.study` = '{study}' and tags.`hemabench.role` = 'parent'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def log_dataset(c: MlflowClient, run_id: str, dataset: Any) -> None:
+    def write(folder: Path) -> None:
+        dataset.splits.to_csv(folder / "splits.csv", index=False)
+        if len(dataset.skipped):
+            dataset.skipped.to_csv(folder / "skipped_files.csv", index=False)
+
+    tracking.log_files(c, run_id, write)
+    counts = {f"n_{split}": int(n) for split, n in (("train", len(dataset.y_train)), ("val", len(dataset.y_val)),
+                                                     ("test", len(dataset.y_test)))}
+    tracking.log_batch(c, run_id, metrics={**counts, "n_skipped_files": len(dataset.skipped)},
+                       tags={"hemabench.splits_fingerprint": dataset.fingerprint, "hemabench.classes": ",".join(dataset.class_names)})
+
+
+def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
+    """Every trial of the study, best first: state, objective, validation metrics, parameters, run id."""
+    runs = mlflow.search_runs([experiment_id], f"tags.`hemabench.study` = '{study}' and tags.`hemabench.role` = 'trial'",
+                              max_results=50000)
+    if runs.empty:
+        return pd.DataFrame(columns=["trial", "state", objective, "run_id"])
+    board = pd.DataFrame({
+        "trial": runs["tags.hemabench.trial"].astype(int),
+        "state": runs.get("tags.hemabench.state", pd.Series("?", index=runs.index)).fillna("?"),
+        "model_uri": runs.get("tags.hemabench.model_uri", pd.Series("", index=runs.index)).fillna(""),
+        "engine": runs["tags.hemabench.engine"],
+        "run_id": runs["run_id"],
+    })
+    for column in [c for c in runs.columns if c.startswith("metrics.")]:
+        board[column.removeprefix("metrics.")] = runs[column]
+    for column in [c for c in runs.columns if c.startswith("params.")]:
+        board[column] = runs[column]
+    if "reason" not in board and "tags.hemabench.reason" in runs:
+        board["reason"] = runs["tags.hemabench.reason"]
+    if objective not in board:
+        board[objective] = np.nan
+    ascending = direction(objective) == "minimize"
+    rank = board["state"].map({"COMPLETE": 0, "PRUNED": 1}).fillna(2)
+    board = board.assign(_rank=rank).sort_values(["_rank", objective, "trial"], ascending=[True, ascending, True],
+                                                 na_position="last")
+    return board.drop(columns="_rank").reset_index(drop=True)
+
+
+def load_keras_model(model_uri: str) -> Any:
+    import keras
+
+    path = mlflow.artifacts.download_artifacts(f"{model_uri}/{KERAS_FILE}")
+    return keras.saving.load_model(path, compile=False)
+
+
+def finish(ctx: Any) -> Any:
+    from bench.search import SearchResult
+    from bench.train import predict_proba
+
+    config, c, parent, ds = ctx.config, ctx.client, ctx.parent_run_id, ctx.dataset
+    board = leaderboard(ctx.experiment_id, config.study_name, config.objective)
+    complete = board[(board["state"] == "COMPLETE") & (board["model_uri"] != "")]
+
+    def write(folder: Path) -> None:
+        board.to_csv(folder / "leaderboard.csv", index=False)
+        (folder / "leaderboard.html").write_text(board.to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+        for name, figure in ctx.figures.items():
+            write_html(figure, folder / name)
+
+    tracking.log_files(c, parent, write)
+    counts = board["state"].value_counts()
+    tracking.log_batch(c, parent, metrics={f"trials_{s.lower()}": int(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL")})
+    if complete.empty:
+        print("no trial completed: nothing to evaluate or register", flush=True)
+        return SearchResult(config.study_name, parent, None, {}, None, 0.0)
+    best = complete.iloc[0]
+    best_params = {k.removeprefix("params."): v for k, v in best.items() if k.startswith("params.") and pd.notna(v)}
+    val_metrics = {f"best_{k}": float(best[k]) for k in best.index if k.startswith("val_") and pd.notna(best[k])}
+    model = load_keras_model(best["model_uri"])
+    test_prob = predict_proba(model, ds.x_test)
+    test_metrics = classification_metrics(ds.y_test, test_prob, ds.class_names, prefix="test")
+    tracking.log_files(c, parent, lambda d: (
+        write_evaluation_artifacts(d, ds.y_test, test_prob, ds.class_names, prefix="test_", title="best model test"),
+        (d / "best_params.json").write_text(json.dumps(best_params, indent=2, default=str)),
+    ))
+    tracking.log_batch(c, parent, metrics={**val_metrics, **test_metrics, "best_trial": int(best["trial"])},
+                       tags={"hemabench.best_run_id": best["run_id"],
+                             **{f"best_param.{k}": v for k, v in best_params.items()}})
+    tracking.log_batch(c, best["run_id"], metrics=test_metrics)
+    version = None
+    if config.register:
+        version = registry.register(c, config=config, run_id=best["run_id"], model_uri=best["model_uri"], dataset=ds, test_metrics=test_metrics,
+                                    trial=int(best["trial"]), space=ctx.space.name)
+    print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
+    objective_test = config.objective.replace("val_", "test_", 1)
+    print(f"\nbest trial {int(best['trial'])}: {config.objective}={best[config.objective]:.4f}, "
+          f"{objective_test}={test_metrics[objective_test]:.4f}, test_accuracy={test_metrics['test_accuracy']:.4f}"
+          + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),
+          flush=True)
+    return SearchResult(config.study_name, parent, {"trial": int(best["trial"]), "run_id": best["run_id"],
+                                                    "params": best_params, **val_metrics},
+                        test_metrics, version.version if version else None, 0.0)

@@ -1,0 +1,148 @@
+"""One fit-and-score function for every trial, reference setup and benchmark contender."""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bench.data import class_weights
+from bench.errors import ConfigError
+from bench.metrics import classification_metrics, direction
+from bench.models import build_model
+
+EpochHook = Callable[[int, dict[str, float]], None]
+"""Called after each epoch with (1-based epoch, that epoch's metrics); the engine may raise to prune."""
+
+_OPTIMIZERS: dict[str, Callable[[dict[str, Any]], keras.optimizers.Optimizer]] = {
+    "adam": lambda p: keras.optimizers.Adam(p["learning_rate"]),
+    "adamw": lambda p: keras.optimizers.AdamW(p["learning_rate"], weight_decay=p.get("weight_decay", 1e-4)),
+    "sgd": lambda p: keras.optimizers.SGD(p["learning_rate"], momentum=p.get("momentum", 0.9), nesterov=True),
+    "rmsprop": lambda p: keras.optimizers.RMSprop(p["learning_rate"]),
+}
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    model: keras.Model
+    history: list[dict[str, float]]  # one dict per epoch: loss, accuracy, val_loss, val_accuracy, [objective]
+    val_prob: np.ndarray
+    best_epoch: int  # 1-based epoch whose weights the model holds
+    best_value: float
+    train_seconds: float
+    n_params: int
+
+
+def make_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
+    name = params.get("optimizer", "adam")
+    if name not in _OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {sorted(_OPTIMIZERS)}; got {name!r}")
+    return _OPTIMIZERS[name](params)
+
+
+def start_trial(seed: int) -> None:
+    """Trial hygiene in one place: a fresh Keras graph, collected garbage, one seed for everything."""
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(seed)
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Probabilities for a uint8 image array, batch by batch (no progress bar, no `predict` overhead)."""
+    out = [np.asarray(model(tf.cast(x[i : i + batch_size], tf.float32), training=False))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)
+
+
+class _EpochMonitor(keras.callbacks.Callback):
+    """Scores the validation split each epoch with scikit-learn, keeps the best weights, reports to the
+    engine (pruning), and stops at once when the loss diverges."""
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, class_names: list[str], objective: str,
+                 on_epoch: EpochHook | None) -> None:
+        super().__init__()
+        self.x_val, self.y_val, self.class_names = x_val, y_val, class_names
+        self.objective, self.on_epoch = objective, on_epoch
+        self.sign = 1.0 if direction(objective) == "maximize" else -1.0
+        self.history: list[dict[str, float]] = []
+        self.best_value, self.best_epoch, self.best_weights, self.best_prob = -math.inf, 0, None, None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrialDiverged(f"training loss became {float(loss)} at epoch {len(self.history) + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        prob = predict_proba(self.model, self.x_val)
+        scores = classification_metrics(self.y_val, prob, self.class_names, prefix="val", per_class=False)
+        row = {"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan"))),
+               "val_loss": scores["val_loss"], "val_accuracy": scores["val_accuracy"]}
+        value = scores[self.objective]
+        row[self.objective] = value
+        self.history.append(row)
+        if math.isfinite(value) and self.sign * value > self.best_value:
+            self.best_value, self.best_epoch = self.sign * value, epoch + 1
+            self.best_weights, self.best_prob = self.model.get_weights(), prob
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, row)
+
+
+def fit_and_score(
+    params: dict[str, Any],
+    dataset: Any,
+    *,
+    family: str,
+    epochs: int,
+    seed: int,
+    objective: str = "val_f1_macro",
+    on_epoch: EpochHook | None = None,
+    verbose: int = 0,
+) -> FitResult:
+    """Build `family` with `params`, train on the train split, score each epoch on validation, and return
+    the model holding its best epoch's weights with that epoch's validation probabilities."""
+    n_classes = len(dataset.class_names)
+    model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed)
+    model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=False)
+    balanced = params.get("class_weight") == "balanced"
+    class_weight = class_weights(dataset.y_train, n_classes) if balanced else None
+    monitor = _EpochMonitor(dataset.x_val, dataset.y_val, dataset.class_names, objective, on_epoch)
+    started = time.perf_counter()
+    model.fit(
+        batches(dataset.x_train, dataset.y_train, batch_size=int(params.get("batch_size", 64)), seed=seed, shuffle=True),
+        epochs=epochs,
+        callbacks=[monitor],
+        class_weight=class_weight,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - started
+    if monitor.best_weights is None:
+        raise TrialDiverged(f"no epoch gave a finite {objective}")
+    model.set_weights(monitor.best_weights)
+    return FitResult(
+        model=model,
+        history=monitor.history,
+        val_prob=monitor.best_prob,
+        best_epoch=monitor.best_epoch,
+        best_value=monitor.sign * monitor.best_value,
+        train_seconds=seconds,
+        n_params=int(model.count_params()),
+    )
