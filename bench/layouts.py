@@ -146,6 +146,12 @@ def _has_images(folder: Path) -> bool:
     return any(Path(name).suffix.lower() in IMAGE_EXTENSIONS for _, _, names in os.walk(folder) for name in names)
 
 
+def _stray_images(folder: Path, root: Path) -> list[tuple[str, str]]:
+    """Images lying beside the class folders (other files there, a README or a CSV, are not data)."""
+    return [(p.relative_to(root).as_posix(), "not in a class folder") for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p.name)]
+
+
 def _class_map(folders: list[str], options: dict) -> dict[str, str]:
     """Folder name → class name; a card's `classes:` keeps only the folders it lists."""
     mapping = options.get("classes")
@@ -189,9 +195,7 @@ def load_split_folders(data: str, *, image_size: int, seed: int, options: dict |
         for class_dir in _subdirs(folder):
             if class_dir.name in mapping:
                 rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], split)
-        for p in folder.iterdir():
-            if p.is_file() and not _hidden(p.name):
-                skipped.append((p.relative_to(root).as_posix(), "not in a class folder"))
+        skipped += _stray_images(folder, root)
     return _files_source("split_folders", root, rows, skipped, notes, options)
 
 
@@ -211,9 +215,7 @@ def load_class_folders(data: str, *, image_size: int, seed: int, options: dict |
     for class_dir in folders:
         if class_dir.name in mapping and class_dir.name not in empty:
             rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], "")
-    for p in root.iterdir():
-        if p.is_file() and not _hidden(p.name):
-            skipped.append((p.name, "not in a class folder"))
+    skipped += _stray_images(root, root)
     return _files_source("class_folders", root, rows, skipped, notes, options)
 
 
@@ -233,9 +235,14 @@ def _detect_filename_labels(data: str) -> bool:
     if not root.is_dir():
         return False
     pattern = re.compile(CNMC_LABEL, re.IGNORECASE)
-    stems = [Path(n).stem for _, _, names in os.walk(root) for n in names
-             if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not _hidden(n)]
-    return bool(stems) and all(_label_of(s, pattern) for s in stems)
+    seen = False
+    for _, _, names in os.walk(root):
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not _hidden(name):
+                if not _label_of(Path(name).stem, pattern):
+                    return False  # stop at the first unlabelled image: big class-folder sets stay cheap
+                seen = True
+    return seen
 
 
 @register_layout(

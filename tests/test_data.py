@@ -332,3 +332,30 @@ def test_inspect_reports_counts_sizes_and_cross_class_duplicates(tmp_path):
 def test_class_weights_are_balanced():
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights == pytest.approx({0: 4 / 6, 1: 2.0, 2: 1.0})
+
+
+def test_card_labels_csv_and_class_mapping(tmp_path):
+    root = class_folders(tmp_path / "flat", {"raw": 12})
+    files = sorted(p.name for p in (root / "raw").iterdir())
+    pd.DataFrame({"file": [f"raw/{f}" for f in files[:10]], "label": ["x", "y"] * 5}).to_csv(root / "labels.csv", index=False)
+    card = tmp_path / "flat.yaml"
+    card.write_text("root: flat\nlayout: class_folders\nlabels: {csv: labels.csv, file_column: file, class_column: label}\n")
+    ds = load_dataset(str(card), image_size=16, val_fraction=0.2, test_fraction=0.2)
+    assert ds.class_names == ["x", "y"] and len(ds.splits) == 10
+    assert sorted(ds.skipped["reason"]) == ["no label in the labels csv"] * 2
+
+
+def test_an_image_beside_the_class_folders_is_skipped_but_a_readme_is_not(tmp_path):
+    root = class_folders(tmp_path / "c", {"A": 10, "B": 10})
+    write_image(root / "stray.png", 7)
+    (root / "README.md").write_text("about")
+    ds = load_dataset(str(root), image_size=16)
+    assert ds.skipped.values.tolist() == [["stray.png", "not in a class folder"]]
+
+
+def test_card_classes_rename_and_select_folders(tmp_path):
+    make_class_folders(tmp_path)
+    card = tmp_path / "pick.yaml"
+    card.write_text("root: cells\nlayout: class_folders\nclasses: {ALPHA: alpha, BETA: beta}\n")
+    ds = load_dataset(str(card), image_size=16)
+    assert ds.class_names == ["alpha", "beta"] and len(ds.splits) == 20
