@@ -88,7 +88,7 @@ def _csv_column(card: dict, key: str, root: Path, path: Path) -> dict[str, str]:
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"dataset card {path}: {key} csv {csv} cannot be read ({exc})") from None
+        raise DataError(f"dataset card {path}: {key} csv {csv} cannot be read ({str(exc).splitlines()[0]})") from None
     value_column = spec["group_column"] if key == "groups" else spec["class_column"]
     for column in (spec["file_column"], value_column):
         if column not in frame.columns:
