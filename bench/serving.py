@@ -54,6 +54,7 @@ IMAGE_COLUMN = "image"
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 CONFIG_ARTIFACT = "serving_config"
 KERAS_ARTIFACT = "keras_model"
+KERAS_FILE = "artifacts/model.keras"  # where the Keras model lies inside a logged model
 # Pinned to the versions installed here so `--env-manager uv|virtualenv` rebuilds the same stack.
 REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "pillow", "numpy", "pandas")
 # The modules a logged model needs at load time; copied alone so the rest of bench never has to import.
@@ -355,7 +356,7 @@ def log_model(
     _check_model(model, config)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         root = Path(tmp)
-        keras_path = root / "model.keras"
+        keras_path = root / Path(KERAS_FILE).name
         without_optimizer(model).save(keras_path)
         config_path = root / "serving.json"
         config_path.write_text(config.to_json())
@@ -393,6 +394,7 @@ def serve(
     env: dict[str, str] | None = None,
     ready_timeout: float = 120.0,
     log_file: Path | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[str]:
     """Run `mlflow models serve --env-manager local` on 127.0.0.1 and yield its base URL.
 
@@ -405,7 +407,9 @@ def serve(
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
     command += ["-h", "127.0.0.1", "-p", str(port)]
     with open(log_file or os.devnull, "ab") as log:
-        process = subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=environ, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout

@@ -184,7 +184,8 @@ def served(tmp_path_factory):
         env = {"MLFLOW_TRACKING_URI": uri, LIMIT_ENV_VARS["max_batch"]: "4"}  # overrides the logged 8
         log_file = root / "server.log"
         try:
-            with serve("models:/cells@champion", env=env, log_file=log_file) as url:
+            # From a directory without bench/: the logged model must carry the code it needs.
+            with serve("models:/cells@champion", env=env, log_file=log_file, cwd=root) as url:
                 yield url, model
         except Exception:
             print(log_file.read_text()[-3000:])

@@ -1,0 +1,104 @@
+"""`python -m bench predict`: a table or CSV per file from a registered model, one line per bad file."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import cli, images, predict
+from bench.errors import ConfigError
+from bench.serving import KERAS_FILE, log_model
+
+SIZE = 16
+CLASSES = ["lymphocyte", "monocyte", "platelet"]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """(model URI, Keras model, folder of images) with the model registered in a temporary sqlite store."""
+    root = tmp_path_factory.mktemp("predict")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(len(CLASSES), activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    for name, fmt in [("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.tif", "TIFF")]:
+        Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).save(root / name, fmt)
+    (root / "notes.png").write_text("not an image")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        experiment = mlflow.create_experiment("predict", artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            log_model(model, class_names=CLASSES, image_size=SIZE, registered_model_name="cells")
+        mlflow.MlflowClient().set_registered_model_alias("cells", "champion", "1")
+        yield "models:/cells@champion", model, root
+        mlflow.set_tracking_uri(None)  # predict.load set it globally; later tests resolve their own
+
+
+def expected_probs(model, path) -> np.ndarray:
+    pixels = images.decode(path, SIZE, "pad")[None].astype("float32")
+    return np.asarray(model(pixels, training=False))[0]
+
+
+def test_table_lists_label_confidence_and_top_classes_per_file(registered, capsys):
+    uri, model, root = registered
+    files = [str(root / "a.png"), str(root / "b.jpg")]
+    assert predict.main(uri, files) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["file", "label", "confidence"]
+    for line, path in zip(lines[1:], files):
+        probs = expected_probs(model, path)
+        assert line.startswith(path)
+        assert line.split()[1] == CLASSES[int(probs.argmax())]
+        assert line.split()[2] == f"{probs.max():.3f}"
+    assert len(lines) == 3
+
+
+def test_csv_file_has_every_class_probability(registered, tmp_path):
+    uri, model, root = registered
+    out = tmp_path / "predictions.csv"
+    assert predict.main(uri, [str(root / "c.tif")], output="csv", out_file=str(out)) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["file", "label", "confidence"] + [f"prob_{c}" for c in CLASSES]
+    probs = expected_probs(model, root / "c.tif")
+    np.testing.assert_allclose([float(rows[0][f"prob_{c}"]) for c in CLASSES], probs, atol=1e-6)
+
+
+def test_bad_files_get_one_line_each_and_the_good_ones_are_still_classified(registered, capsys):
+    uri, _, root = registered
+    files = [str(root / "notes.png"), str(root / "a.png"), str(root / "missing.png"), str(root)]
+    assert predict.main(uri, files, output="csv") == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"{root / 'notes.png'}: not a PNG, JPEG, BMP, TIFF image",
+        f"{root / 'missing.png'}: cannot read: No such file or directory",
+        f"{root}: cannot read: Is a directory",
+    ]
+    assert [row["file"] for row in csv.DictReader(io.StringIO(captured.out))] == [str(root / "a.png")]
+
+
+def test_cli_wires_predict_and_reports_an_unknown_model_in_one_line(registered, capsys):
+    uri, _, root = registered
+    assert cli.main(["predict", "--model", uri, "--output", "csv", str(root / "a.png")]) == 0
+    assert capsys.readouterr().out.startswith("file,label,confidence,prob_lymphocyte")
+    assert cli.main(["predict", "--model", "models:/no-such-model@champion", str(root / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load model 'models:/no-such-model@champion'") and err.count("\n") == 1
+
+
+def test_unknown_output_format_is_a_config_error(registered):
+    uri, _, root = registered
+    with pytest.raises(ConfigError, match="--output must be one of"):
+        predict.main(uri, [str(root / "a.png")], output="xml")
+
+
+def test_logged_model_keeps_the_keras_file_where_the_summary_reads_it(registered):
+    uri, model, _ = registered
+    path = mlflow.artifacts.download_artifacts(f"{uri}/{KERAS_FILE}")
+    reloaded = keras.saving.load_model(path, compile=False)
+    assert reloaded.count_params() == model.count_params()
