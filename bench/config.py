@@ -22,7 +22,7 @@ class SearchConfig:
     space: str = "scratch_cnn"
     trials: int = 10
     timeout: float = 0.0  # seconds for the whole search; 0 = no limit
-    epochs: int = 8
+    epochs: int = 10
     image_size: int = 64
     seed: int = 0
     experiment: str = "hemabench"

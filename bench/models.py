@@ -74,7 +74,8 @@ def build_scratch_cnn(params: dict[str, Any], *, image_size: int, n_classes: int
             x = layers.Conv2D(int(params[f"filters_{block}"]), kernel, padding="same", use_bias=not use_bn,
                               name=f"block{block}_conv{conv + 1}")(x)
             if use_bn:
-                x = layers.BatchNormalization(name=f"block{block}_bn{conv + 1}")(x)
+                # Momentum 0.9, not 0.99: a few hundred steps must be enough for the moving statistics.
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv + 1}")(x)
             x = layers.Activation("relu", name=f"block{block}_relu{conv + 1}")(x)
         if x.shape[1] >= 2:
             x = layers.MaxPooling2D(name=f"block{block}_pool")(x)

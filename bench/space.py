@@ -7,12 +7,12 @@ A space file (`search_spaces/<name>.yaml`)::
     description: ...
     params:
       n_blocks: {type: int, low: 2, high: 5, default: 3}
-      filters: {type: categorical, choices: [16, 32, 64], default: 32, repeat: n_blocks}
+      filters: {type: categorical, choices: [16, 32, 64], default: [16, 32, 64], repeat: n_blocks}
       momentum: {type: float, low: 0.5, high: 0.99, default: 0.9, when: {optimizer: sgd}}
       epochs_warmup: 2             # a bare value is fixed
 
 Conditions: `repeat: <int param>` makes `filters_1 … filters_<high>`, where `filters_i` exists only
-when `i <= n_blocks`; `when: {param: value | [values]}` makes a parameter exist only for those values.
+when `i <= n_blocks` (a list default gives each repeat its own; the last repeats); `when: {param: value | [values]}` makes a parameter exist only for those values.
 Every parameter has a default, so `defaults(space)` is a definite model (KerasTuner's habit).
 """
 
@@ -85,6 +85,12 @@ def _check_param(where: str, name: str, spec: Any) -> dict[str, Any]:
         _fail(where, f"parameter '{name}' has unknown key {sorted(unknown)[0]!r}; allowed keys for {kind}: {allowed}")
     if "default" not in spec:
         _fail(where, f"parameter '{name}' must have a default")
+    if isinstance(spec["default"], list):  # a repeated parameter may give one default per repeat
+        if "repeat" not in spec or not spec["default"]:
+            _fail(where, f"parameter '{name}' has a list default, which needs 'repeat' and at least one value")
+        for value in spec["default"]:
+            _check_param(where, name, {**spec, "default": value})
+        return spec
     default = spec["default"]
     if kind == "categorical":
         choices = spec.get("choices")
@@ -153,7 +159,10 @@ def parse_space(raw: Any, *, where: str = "search space", path: Path | None = No
             params.append(Param(name=name, **common))
         else:
             count = int(specs[repeat]["high"])
-            params.extend(Param(name=f"{name}_{i}", index=i, **common) for i in range(1, count + 1))
+            per_repeat = spec["default"] if isinstance(spec["default"], list) else [spec["default"]]
+            for i in range(1, count + 1):
+                common["default"] = per_repeat[min(i, len(per_repeat)) - 1]
+                params.append(Param(name=f"{name}_{i}", index=i, **common))
     ordered = _dependency_order(params, where)
     extra = {k: v for k, v in raw.items() if k not in {"name", "family", "description", "params"}}
     return Space(
