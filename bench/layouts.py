@@ -100,42 +100,42 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name in ("Thumbs.db", "desktop.ini") or name.startswith("__MACOSX")
 
 
-def scan(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, int, int]]:
-    """Usable-looking files under `folder` (recursive, sorted) as (path, bytes, mtime_ns).
+def scan(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> list[tuple[str, str, int, int]]:
+    """Usable-looking files under `folder` (recursive, sorted) as (path, path relative to root, bytes, mtime_ns).
 
     Hidden files, unsupported extensions, broken symlinks and empty files go to `skipped` with
-    their reason; hidden folders are not entered. Decoding failures are found later.
+    their reason; hidden folders are not entered. Decoding failures are found later. Plain strings
+    and os.stat, not pathlib: listing 12k files is 5x faster and it runs on every (cached) load.
     """
     found = []
+    prefix = len(str(root)) + 1
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
+            path = os.path.join(dirpath, name)
+            rel = path[prefix:].replace(os.sep, "/")
+            ext = os.path.splitext(name)[1].lower()
             if _hidden(name):
                 skipped.append((rel, "hidden file"))
                 continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((rel, f"unsupported extension {path.suffix.lower() or '(none)'!r}"))
+            if ext not in IMAGE_EXTENSIONS:
+                skipped.append((rel, f"unsupported extension {ext or '(none)'!r}"))
                 continue
             try:
-                stat = path.stat()
+                stat = os.stat(path)
             except FileNotFoundError:
-                skipped.append((rel, "broken symlink" if path.is_symlink() else "file vanished"))
+                skipped.append((rel, "broken symlink" if os.path.islink(path) else "file vanished"))
                 continue
             if stat.st_size == 0:
                 skipped.append((rel, "zero bytes"))
                 continue
-            found.append((path, stat.st_size, stat.st_mtime_ns))
+            found.append((path, rel, stat.st_size, stat.st_mtime_ns))
     return found
 
 
-def _rows(found, root: Path, label: str, official: str) -> list[dict]:
-    return [
-        {"path": str(p), "file": p.relative_to(root).as_posix(), "class": label, "official": official,
-         "group": "", "bytes": size, "mtime_ns": mtime}
-        for p, size, mtime in found
-    ]
+def _rows(found, label: str, official: str) -> list[dict]:
+    return [{"path": path, "file": rel, "class": label, "official": official, "group": "", "bytes": size,
+             "mtime_ns": mtime} for path, rel, size, mtime in found]
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -180,7 +180,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     description="<root>/{train,val|valid|validation,test}/<class>/* (case-insensitive)",
 )
 def load_split_folders(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
-    root, options = Path(data), options or {}
+    root, options = Path(data).resolve(), options or {}
     wanted = {SPLIT_NAMES.get(str(k).lower(), k): v for k, v in (options.get("splits") or {}).items()}
     dirs = {split: root / folder for split, folder in wanted.items()} if wanted else _split_dirs(root)
     for split, folder in dirs.items():
@@ -194,7 +194,7 @@ def load_split_folders(data: str, *, image_size: int, seed: int, options: dict |
         mapping = _class_map([p.name for p in _subdirs(folder)], options)
         for class_dir in _subdirs(folder):
             if class_dir.name in mapping:
-                rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], split)
+                rows += _rows(scan(class_dir, root, skipped), mapping[class_dir.name], split)
         skipped += _stray_images(folder, root)
     return _files_source("split_folders", root, rows, skipped, notes, options)
 
@@ -205,7 +205,7 @@ def load_split_folders(data: str, *, image_size: int, seed: int, options: dict |
     description="<root>/<class>/* (Keras image_dataset_from_directory); images may sit in sub-folders",
 )
 def load_class_folders(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
-    root, options = Path(data), options or {}
+    root, options = Path(data).resolve(), options or {}
     rows, skipped, notes = [], [], []
     folders = _subdirs(root)
     mapping = _class_map([p.name for p in folders], options)
@@ -214,7 +214,7 @@ def load_class_folders(data: str, *, image_size: int, seed: int, options: dict |
         notes.append(f"empty class folders ignored: {', '.join(empty)}")
     for class_dir in folders:
         if class_dir.name in mapping and class_dir.name not in empty:
-            rows += _rows(scan(class_dir, root, skipped), root, mapping[class_dir.name], "")
+            rows += _rows(scan(class_dir, root, skipped), mapping[class_dir.name], "")
     skipped += _stray_images(root, root)
     return _files_source("class_folders", root, rows, skipped, notes, options)
 
@@ -251,19 +251,19 @@ def _detect_filename_labels(data: str) -> bool:
     "fold folders included); groups = patient (UID_<n>) where the name carries it",
 )
 def load_filename_labels(data: str, *, image_size: int, seed: int, options: dict | None = None) -> Source:
-    root, options = Path(data), options or {}
+    root, options = Path(data).resolve(), options or {}
     label_re = re.compile(options.get("label_pattern", CNMC_LABEL), re.IGNORECASE)
     group_re = re.compile(options.get("group_pattern", CNMC_GROUP))
     mapping = {str(k).lower(): str(v) for k, v in (options.get("classes") or CNMC_CLASSES).items()}
     rows, skipped = [], []
-    for path, size, mtime in scan(root, root, skipped):
-        rel = path.relative_to(root).as_posix()
-        label = _label_of(path.stem, label_re)
+    for path, rel, size, mtime in scan(root, root, skipped):
+        name = os.path.basename(path)
+        label = _label_of(os.path.splitext(name)[0], label_re)
         if label is None or label not in mapping:
             skipped.append((rel, "no class label in the file name"))
             continue
-        group = group_re.search(path.name)
-        rows.append({"path": str(path), "file": rel, "class": mapping[label], "official": "",
+        group = group_re.search(name)
+        rows.append({"path": path, "file": rel, "class": mapping[label], "official": "",
                      "group": group.group("group") if group else "", "bytes": size, "mtime_ns": mtime})
     return _files_source("filename_labels", root, rows, skipped, [], options)
 
