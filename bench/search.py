@@ -51,6 +51,7 @@ class SearchResult:
     test_metrics: dict[str, float]
     model_version: str | None
     seconds: float
+    test_prob: Any = None  # the best model's test-split probabilities, so a caller (the benchmark) need not re-predict
 
 
 def run(config: SearchConfig) -> SearchResult:

@@ -124,4 +124,4 @@ def finish(ctx: Any) -> Any:
           flush=True)
     return SearchResult(config.study_name, parent, {"trial": int(best["trial"]), "run_id": best["run_id"],
                                                     "params": best_params, **val_metrics},
-                        test_metrics, version.version if version else None, 0.0)
+                        test_metrics, version.version if version else None, 0.0, test_prob=test_prob)
