@@ -63,3 +63,19 @@ def classification_report(y_true: np.ndarray, y_prob: np.ndarray, class_names: l
         output_dict=True,
         zero_division=0,
     )
+
+
+def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: over equal-width bins of top-class confidence, the image-weighted mean |accuracy - confidence|
+    (0 = calibrated; lower is better). Bins are (k/n, (k+1)/n], the convention of Guo et al. (2017)."""
+    prob = np.asarray(prob)
+    if len(prob) == 0:
+        return float("nan")
+    confidence = prob.max(axis=1)
+    correct = prob.argmax(axis=1) == np.asarray(y_true)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total / len(prob))
