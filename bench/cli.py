@@ -59,10 +59,27 @@ def _predict(ns: argparse.Namespace) -> int:
     return predict.main(ns.model, ns.images, output=ns.output, out_file=ns.out)
 
 
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    from bench.benchmark import BenchmarkConfig
+
+    for field in dataclasses.fields(BenchmarkConfig):
+        p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, metavar=type(field.default).__name__.upper(),
+                       help=f"default: {field.default!r}")
+
+
+def _benchmark(ns: argparse.Namespace) -> int:
+    from bench import benchmark
+
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(benchmark.BenchmarkConfig)}
+    benchmark.run(benchmark.make_benchmark_config(**values))
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("search", _search_args, _search),
     ("data", _inspect_args, _inspect),
     ("predict", _predict_args, _predict),
+    ("benchmark", _benchmark_args, _benchmark),
 ]
 
 
@@ -81,6 +98,7 @@ HELP = {
     "search": "run a search study (Optuna or KerasTuner); every trial is an MLflow child run; registers the best model",
     "data": "inspect a dataset: class counts per split, image sizes, groups, duplicates, leakage",
     "predict": "classify image files with a registered model",
+    "benchmark": "reference CNNs, searches and search strategies on the same data and budget: one table with bootstrap CIs",
 }
 
 
