@@ -74,8 +74,9 @@ def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
 def load_keras_model(model_uri: str) -> Any:
     import keras
 
-    path = mlflow.artifacts.download_artifacts(f"{model_uri}/{KERAS_FILE}")
-    return keras.saving.load_model(path, compile=False)
+    # `models:/<id>/sub/path` is not a valid artifact URI: fetch the (small) model folder, then the file.
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    return keras.saving.load_model(Path(folder) / KERAS_FILE, compile=False)
 
 
 def finish(ctx: Any) -> Any:

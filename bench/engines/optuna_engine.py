@@ -67,7 +67,6 @@ class _StopAfterFailures:
 def run(ctx: Any) -> None:
     config, space = ctx.config, ctx.space
     study = create_study(config)
-    study.set_metric_names([config.objective])
 
     def is_best(value: float) -> bool:
         try:
