@@ -48,6 +48,7 @@ class Dataset:
     skipped: pd.DataFrame  # file, reason
     summary: str
     groups_test: np.ndarray | None = None
+    resize_mode: str = "pad"  # how images were fitted to image_size; serving must do the same
 
 
 @dataclass
@@ -166,6 +167,7 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
         x_val=arrays["val"][0], y_val=arrays["val"][1],
         x_test=arrays["test"][0], y_test=arrays["test"][1],
         fingerprint=_fingerprint(source, image_size, mode, rule, seed, (val_fraction, test_fraction)),
+        resize_mode=mode,
         splits=pd.DataFrame({"file": table["file"], "class": table["class"],
                              "group": groups if groups is not None else "", "split": split})[SPLIT_COLUMNS],
         skipped=pd.DataFrame(skipped + dropped, columns=SKIPPED_COLUMNS),

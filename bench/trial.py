@@ -110,7 +110,7 @@ class TrialRunner:
 
             with mlflow.start_run(run_id=outcome.run_id, nested=True):
                 info = serving.log_model(fit.model, class_names=list(ds.class_names), image_size=ds.image_size,
-                                         resize_mode=getattr(ds, "resize_mode", "pad"), name="model")
+                                         resize_mode=ds.resize_mode, name="model")
             outcome.model_uri = info.model_uri
 
     def _end(self, outcome: TrialOutcome, status: str, started: float, *, extra_tags: dict[str, str] | None = None) -> None:
