@@ -12,7 +12,8 @@ A bad request gets HTTP 400 and `{"error_code": "INVALID_PARAMETER_VALUE", "mess
 The model carries no input schema on purpose: with an `image` column schema, MLflow's own enforcement
 answers a missing column with the whole request echoed back, an optional column makes "no column" and
 "empty batch" indistinguishable, and a raw pixel array is squeezed into the string column. Requests are
-validated here instead, and nothing from a request is ever unpickled or executed.
+validated here instead, and nothing from a request is ever unpickled or executed. The logged model itself
+holds no pickle either: it is an MLflow "model from code" plus the few bench modules it imports.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ KERAS_FILE = "artifacts/model.keras"  # where the Keras model lies inside a logg
 REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "pillow", "numpy", "pandas")
 # The modules a logged model needs at load time; copied alone so the rest of bench never has to import.
 CODE_MODULES = ("errors.py", "images.py", "serving.py")
+# MLflow "models from code": the logged model holds this file, not a pickle, so loading it unpickles nothing.
+MODEL_CODE = """\"\"\"HemaBench image classifier, an MLflow model from code.\"\"\"
+import mlflow
+
+from bench.serving import ImageClassifier
+
+mlflow.models.set_model(ImageClassifier())
+"""
 
 
 class RequestError(MlflowException, BenchError):
@@ -286,7 +295,7 @@ def _compiled_forward(model: Any, image_size: int) -> Any:
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """The served pyfunc; holds no state when pickled, everything comes from its artifacts at load."""
+    """The served pyfunc, built by MODEL_CODE; everything it knows comes from its artifacts at load."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import keras
@@ -366,11 +375,13 @@ def log_model(
         (code / "__init__.py").write_text('"""HemaBench modules packaged with a logged model."""\n')
         for module in CODE_MODULES:
             shutil.copy2(Path(__file__).with_name(module), code / module)
+        entry = root / "hemabench_model.py"
+        entry.write_text(MODEL_CODE)
         with warnings.catch_warnings():  # no input example on purpose: it would run the model at log time
             warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
             return mlflow.pyfunc.log_model(
                 name=name,
-                python_model=ImageClassifier(),
+                python_model=str(entry),
                 artifacts={CONFIG_ARTIFACT: str(config_path), KERAS_ARTIFACT: str(keras_path)},
                 code_paths=[str(code)],
                 signature=output_signature(config.class_names),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import keras
 import mlflow
@@ -97,8 +98,12 @@ def test_unknown_output_format_is_a_config_error(registered):
         predict.main(uri, [str(root / "a.png")], output="xml")
 
 
-def test_logged_model_keeps_the_keras_file_where_the_summary_reads_it(registered):
+def test_logged_model_is_code_and_artifacts_without_pickles(registered):
     uri, model, _ = registered
-    path = mlflow.artifacts.download_artifacts(f"{uri}/{KERAS_FILE}")
-    reloaded = keras.saving.load_model(path, compile=False)
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    assert not list(local.rglob("*.pkl"))
+    assert sorted(p.name for p in (local / "code" / "bench").glob("*.py")) == [
+        "__init__.py", "errors.py", "images.py", "serving.py"
+    ]
+    reloaded = keras.saving.load_model(local / KERAS_FILE, compile=False)
     assert reloaded.count_params() == model.count_params()
