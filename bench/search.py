@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from mlflow.tracking import MlflowClient
 
-from bench import summary, tracking
+from bench import summary, tracking, workers
 from bench.engines import engine
 from bench.config import SearchConfig
 from bench.data import Dataset, load_dataset
@@ -60,7 +60,8 @@ def run(config: SearchConfig) -> SearchResult:
     dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
     print(dataset.summary, flush=True)
     c = tracking.client()
-    experiment_id = tracking.experiment_id_for(c, config.experiment)
+    worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
+    experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
     tags = {
         "hemabench.study": config.study_name,
         "hemabench.engine": config.engine,
@@ -71,7 +72,7 @@ def run(config: SearchConfig) -> SearchResult:
         "hemabench.git_commit": tracking.git_commit(),
     }
     resume = None if os.environ.get("MLFLOW_RUN_ID") else summary.previous_parent(c, experiment_id, config.study_name)
-    parent = tracking.start_parent(
+    parent = worker_of or tracking.start_parent(
         c, experiment_id, name=config.study_name, resume_run_id=resume,
         tags={**tags, "hemabench.role": "parent",
               "mlflow.note.content": f"{config.engine} study `{config.study_name}`: space {space.name} on "
@@ -81,11 +82,25 @@ def run(config: SearchConfig) -> SearchResult:
           f"{config.epochs} epochs, objective {config.objective}; MLflow run {parent} "
           f"(experiment {experiment_id}, {tracking.paths.tracking_uri()})", flush=True)
     ctx = SearchContext(config, dataset, space, c, experiment_id, parent, Progress(config), tags)
+    if worker_of:  # trials only: the coordinator owns the parent run, the summary and the registry
+        pool = workers.start(config, parent)
+        try:
+            engine(config.engine)(ctx)
+        finally:
+            pool.join()
+        return SearchResult(config.study_name, parent, None, {}, None, time.perf_counter() - started)
     status = "FAILED"
     try:
         tracking.log_batch(c, parent, params={k: v for k, v in vars(config).items()}, tags={})
         summary.log_dataset(c, parent, dataset)
-        engine(config.engine)(ctx)
+        pool = workers.start(config, parent)
+        try:
+            engine(config.engine)(ctx)
+        except BaseException:
+            pool.stop()
+            raise
+        for index, rc in pool.join():
+            print(f"worker {index} exited with status {rc}; its finished trials are kept", flush=True)
         result = summary.finish(ctx)
         status = "FINISHED"
     except KeyboardInterrupt:

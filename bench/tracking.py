@@ -13,14 +13,16 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from bench import paths
+from bench import dblock, paths
 
 # MLflow's log_batch limits per call.
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 
 
 def client() -> MlflowClient:
-    mlflow.set_tracking_uri(paths.tracking_uri())
+    uri = paths.tracking_uri()
+    dblock.prepare_mlflow(uri)  # a fresh sqlite store is created under a lock: workers may start at once
+    mlflow.set_tracking_uri(uri)
     return MlflowClient()
 
 
@@ -86,6 +88,12 @@ def start_parent(c: MlflowClient, experiment_id: str, *, name: str, resume_run_i
 def start_child(c: MlflowClient, experiment_id: str, parent_run_id: str, *, name: str, tags: dict[str, str]) -> str:
     tags = {"mlflow.parentRunId": parent_run_id, **tags}
     return c.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def running_children(c: MlflowClient, experiment_id: str, study: str) -> list[Any]:
+    """The study's trial runs still RUNNING (live ones, or ones a killed process left behind)."""
+    return c.search_runs([experiment_id], f"tags.`hemabench.study` = '{study}' and tags.`hemabench.role` = 'trial' "
+                                          f"and attributes.status = 'RUNNING'", max_results=10000)
 
 
 def git_commit() -> str:
