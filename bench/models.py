@@ -6,6 +6,7 @@ serving only decodes and resizes. Augmentation layers are inside the model and a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
@@ -17,22 +18,54 @@ Builder = Callable[..., keras.Model]
 _FAMILIES: dict[str, Builder] = {}
 
 
-def register_family(name: str) -> Callable[[Builder], Builder]:
+@dataclass(frozen=True)
+class Phase:
+    """One `fit` of a training schedule: `prepare` sets trainable flags before compiling, and
+    `learning_rate` (when set) replaces `params["learning_rate"]` for this phase's optimizer."""
+
+    epochs: int
+    learning_rate: float | None = None
+    prepare: Callable[[keras.Model], None] | None = None
+    name: str = "train"
+
+
+Schedule = Callable[[keras.Model, dict[str, Any], int], list[Phase]]
+_SCHEDULES: dict[str, Schedule] = {}
+_PRETRAINED: set[str] = set()
+
+
+def register_family(name: str, *, schedule: Schedule | None = None,
+                    pretrained: bool = False) -> Callable[[Builder], Builder]:
+    """`schedule(model, params, epochs)` splits training into phases (default: one); a `pretrained`
+    family's builder also takes `weights=` (imagenet | none | a path)."""
+
     def add(builder: Builder) -> Builder:
         _FAMILIES[name] = builder
+        if schedule is not None:
+            _SCHEDULES[name] = schedule
+        if pretrained:
+            _PRETRAINED.add(name)
         return builder
 
     return add
+
+
+def training_phases(family: str, model: keras.Model, params: dict[str, Any], epochs: int) -> list[Phase]:
+    if family in _SCHEDULES:
+        return _SCHEDULES[family](model, params, epochs)
+    return [Phase(epochs)]
 
 
 def list_families() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def build_model(family: str, params: dict[str, Any], *, image_size: int, n_classes: int, seed: int = 0) -> keras.Model:
+def build_model(family: str, params: dict[str, Any], *, image_size: int, n_classes: int, seed: int = 0,
+                weights: str = "none") -> keras.Model:
     if family not in _FAMILIES:
         raise ConfigError(f"model family '{family}' is not registered; available: {', '.join(list_families())}")
-    return _FAMILIES[family](params, image_size=image_size, n_classes=n_classes, seed=seed)
+    options = {"weights": weights} if family in _PRETRAINED else {}  # from-scratch families ignore weights
+    return _FAMILIES[family](params, image_size=image_size, n_classes=n_classes, seed=seed, **options)
 
 
 def augmentation(params: dict[str, Any], *, seed: int) -> list[layers.Layer]:
@@ -83,3 +116,6 @@ def build_scratch_cnn(params: dict[str, Any], *, image_size: int, n_classes: int
             x = layers.Dropout(params["conv_dropout"], name=f"block{block}_dropout")(x)
     x = layers.GlobalAveragePooling2D()(x) if params.get("pooling", "global_avg") == "global_avg" else layers.Flatten()(x)
     return keras.Model(inputs, head(x, params, n_classes), name="scratch_cnn")
+
+
+import bench.backbones  # noqa: E402,F401  (registers the `backbone` family; it imports this module)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from bench.data import class_weights
 from bench.errors import ConfigError
 from bench.metrics import classification_metrics, direction
-from bench.models import build_model
+from bench.models import Phase, build_model, training_phases
 
 EpochHook = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (1-based epoch, that epoch's metrics); the engine may raise to prune."""
@@ -73,7 +73,10 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle
 
 class _EpochMonitor(keras.callbacks.Callback):
     """Scores the validation split each epoch with scikit-learn, keeps the best weights, reports to the
-    engine (pruning), and stops at once when the loss diverges."""
+    engine (pruning), and stops at once when the loss diverges.
+
+    With the feature cache the model being fitted is only the trainable suffix: `x_val` then holds the
+    cached validation features, and `keep` is the full model whose weights are kept."""
 
     def __init__(self, x_val: np.ndarray, y_val: np.ndarray, class_names: list[str], objective: str,
                  on_epoch: EpochHook | None) -> None:
@@ -83,6 +86,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.sign = 1.0 if direction(objective) == "maximize" else -1.0
         self.history: list[dict[str, float]] = []
         self.best_value, self.best_epoch, self.best_weights, self.best_prob = -math.inf, 0, None, None
+        self.keep: keras.Model | None = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -99,7 +103,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.history.append(row)
         if math.isfinite(value) and self.sign * value > self.best_value:
             self.best_value, self.best_epoch = self.sign * value, epoch + 1
-            self.best_weights, self.best_prob = self.model.get_weights(), prob
+            self.best_weights, self.best_prob = (self.keep or self.model).get_weights(), prob
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, row)
 
@@ -114,25 +118,36 @@ def fit_and_score(
     objective: str = "val_f1_macro",
     on_epoch: EpochHook | None = None,
     verbose: int = 0,
+    weights: str = "none",
+    feature_cache: bool = True,
 ) -> FitResult:
     """Build `family` with `params`, train on the train split, score each epoch on validation, and return
-    the model holding its best epoch's weights with that epoch's validation probabilities."""
+    the model holding its best epoch's weights with that epoch's validation probabilities.
+
+    The family's schedule may split the epochs into phases (a fit each, recompiled in between, e.g. a
+    head warm-up then fine-tuning). In each phase, when the model starts with a frozen, deterministic
+    prefix (`bench.features`), that prefix's outputs are computed once (cached across trials) and only the
+    rest is trained on them; the returned model is always the full raw-pixels -> softmax model."""
+    from bench import features  # imports this module's helpers; kept out of the import cycle
+
     n_classes = len(dataset.class_names)
-    model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed)
-    model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=False)
+    model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed,
+                        weights=weights)
     balanced = params.get("class_weight") == "balanced"
     class_weight = class_weights(dataset.y_train, n_classes) if balanced else None
     monitor = _EpochMonitor(dataset.x_val, dataset.y_val, dataset.class_names, objective, on_epoch)
+    monitor.keep = model
     started = time.perf_counter()
-    model.fit(
-        batches(dataset.x_train, dataset.y_train, batch_size=int(params.get("batch_size", 64)), seed=seed, shuffle=True),
-        epochs=epochs,
-        callbacks=[monitor],
-        class_weight=class_weight,
-        shuffle=False,  # the tf.data pipeline shuffles
-        verbose=verbose,
-    )
+    done = 0
+    for phase in training_phases(family, model, params, epochs):
+        if phase.prepare is not None:
+            phase.prepare(model)
+        route = features.route(model, dataset) if feature_cache else None
+        trainer, x_train = (route.trainer, route.x_train) if route else (model, dataset.x_train)
+        monitor.x_val = route.x_val if route else dataset.x_val
+        _fit_phase(trainer, phase, params, x_train, dataset.y_train, monitor=monitor, initial_epoch=done,
+                   class_weight=class_weight, seed=seed, verbose=verbose)
+        done += phase.epochs
     seconds = time.perf_counter() - started
     if monitor.best_weights is None:
         raise TrialDiverged(f"no epoch gave a finite {objective}")
@@ -145,4 +160,22 @@ def fit_and_score(
         best_value=monitor.sign * monitor.best_value,
         train_seconds=seconds,
         n_params=int(model.count_params()),
+    )
+
+
+def _fit_phase(trainer: keras.Model, phase: Phase, params: dict[str, Any], x: np.ndarray, y: np.ndarray, *,
+               monitor: _EpochMonitor, initial_epoch: int, class_weight: dict[int, float] | None, seed: int,
+               verbose: int) -> None:
+    rate = {"learning_rate": phase.learning_rate} if phase.learning_rate is not None else {}
+    # Compiled per phase: the trainable set and the rate change between phases.
+    trainer.compile(optimizer=make_optimizer({**params, **rate}), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"], jit_compile=False)
+    trainer.fit(
+        batches(x, y, batch_size=int(params.get("batch_size", 64)), seed=seed, shuffle=True),
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch + phase.epochs,
+        callbacks=[monitor],
+        class_weight=class_weight,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
     )

@@ -80,7 +80,8 @@ class TrialRunner:
         outcome = TrialOutcome(number, params, "FAIL", run_id, 0.0, history=history)
         try:
             fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
-                                seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose)
+                                seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
+                                weights=cfg.weights)
         except prune_exceptions as exc:
             outcome.state, outcome.reason = "PRUNED", f"pruned after epoch {len(history)}"
             self._end(outcome, "KILLED", started)
