@@ -24,6 +24,7 @@ import contextlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -44,12 +45,14 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 from bench import images
 from bench.errors import BenchError, ConfigError
+
+_logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "image"
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
@@ -70,11 +73,11 @@ mlflow.models.set_model(ImageClassifier())
 """
 
 
-class RequestError(MlflowException, BenchError):
-    """A bad request: the scoring server answers HTTP 400 with exactly this one-line message."""
+class ServingError(MlflowException, BenchError):
+    """An error answered by the scoring server as JSON with exactly this one-line message and no stack trace."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+    def __init__(self, message: str, *, error_code: int = INTERNAL_ERROR) -> None:
+        super().__init__(message, error_code=error_code)
 
     # mlflow's scoring server rewrites `e.message` to "Failed to predict data '<the whole request>'..."
     # before answering; keeping the first value keeps the answer short and free of echoed data.
@@ -86,6 +89,13 @@ class RequestError(MlflowException, BenchError):
     def message(self, value: str) -> None:
         if not hasattr(self, "_message"):
             self._message = value
+
+
+class RequestError(ServingError):
+    """A bad request: HTTP 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 # Environment variables read when a model is loaded; they override the limits logged with it.
@@ -316,7 +326,11 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         batch = parse_request(
             model_input, image_size=config.image_size, resize_mode=config.resize_mode, limits=config.limits
         )
-        return predictions_frame(self._forward(batch), config.class_names)
+        try:
+            return predictions_frame(self._forward(batch), config.class_names)
+        except Exception as error:  # the traceback goes to the server log, not to the client
+            _logger.exception("prediction failed")
+            raise ServingError(f"prediction failed: {type(error).__name__}") from None
 
 
 def output_signature(class_names: list[str]) -> ModelSignature:

@@ -19,7 +19,10 @@ from bench import images
 from bench.errors import BenchError, ConfigError
 from bench.serving import (
     LIMIT_ENV_VARS,
+    ImageClassifier,
     RequestError,
+    ServingConfig,
+    ServingError,
     ServingLimits,
     log_model,
     parse_request,
@@ -129,6 +132,20 @@ def test_request_error_keeps_its_message_when_the_scoring_server_rewrites_it():
     error.message = f"Failed to predict data '{'A' * 5000}'. \nError: {error.message}"
     assert json.loads(error.serialize_as_json())["message"] == "image 0: not valid base64"
     assert "stack_trace" not in json.loads(error.serialize_as_json())
+
+
+def test_a_failing_forward_pass_is_a_500_without_traceback_or_data():
+    classifier = ImageClassifier()
+    classifier.config = ServingConfig(CLASSES, SIZE, "pad", LIMITS)
+
+    def broken_forward(batch):
+        raise RuntimeError(f"secret internals {batch.shape}")
+
+    classifier._forward = broken_forward
+    with pytest.raises(ServingError) as caught:
+        classifier.predict(None, pd.DataFrame({"image": [b64(image_bytes())]}))
+    assert caught.value.get_http_status_code() == 500
+    assert json.loads(caught.value.serialize_as_json())["message"] == "prediction failed: RuntimeError"
 
 
 def test_environment_overrides_logged_limits():
