@@ -14,6 +14,7 @@ from bench.metrics import OBJECTIVES
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
+TUNERS = ("random", "bayesian", "hyperband")  # engine=keras-tuner
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SearchConfig:
     pruner: str = "median"
     objective: str = "val_f1_macro"
     engine: str = "optuna"
+    tuner: str = "random"  # KerasTuner oracle when engine=keras-tuner: random | bayesian | hyperband
     weights: str = "imagenet"  # pretrained backbones: imagenet | none | path to a weights file
     register: bool = True
     workers: int = 1
@@ -49,6 +51,7 @@ class SearchConfig:
             ("pruner", self.pruner in PRUNERS, f"one of {', '.join(PRUNERS)}"),
             ("objective", self.objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
             ("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}"),
+            ("tuner", self.tuner in TUNERS, f"one of {', '.join(TUNERS)}"),
             ("workers", self.workers >= 1, "an integer >= 1"),
             ("max_consecutive_failures", self.max_consecutive_failures >= 1, "an integer >= 1"),
             ("experiment", bool(self.experiment.strip()), "a non-empty name"),
