@@ -1,0 +1,146 @@
+"""The benchmark end to end on tiny data: the table's rows and columns, the MLflow runs, the report, the registry."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench import benchmark, paths
+from bench.errors import ConfigError
+from bench.space import load_space
+from tests.conftest import TINY_DATA
+
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro")
+CSV_COLUMNS = {"contender", "kind", "val_f1_macro", "val_test_gap_f1", "test_ece", "train_seconds", "wall_seconds",
+               "trials", "n_params", "run_id", "model_uri"} | {f"test_{m}{s}" for m in METRICS for s in ("", "_low", "_high")}
+MD_HEADER = ["Contender", "Kind", "Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)", "AUC-ROC (macro OvR)",
+             "Val F1", "Val-test gap", "ECE", "Train s", "Wall s", "Trials", "Params"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """null + the Keras Sequential reference + a 1-trial random search, 32 px, 1 epoch, registering the winner."""
+    root = tmp_path_factory.mktemp("benchmark")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        config = benchmark.make_benchmark_config(
+            data=TINY_DATA, image_size="32", epochs="1", budget="1", contenders="null_model,keras_sequential_cnn,optuna_random_scratch",
+            experiment="tests", registered_model="tests-bench", register="true", storage=str(root / "optuna.journal"),
+            n_bootstrap="200")
+        table = benchmark.run(config)
+        yield config, table, MlflowClient()
+        mlflow.set_tracking_uri(None)
+
+
+def parent_of(c: MlflowClient, table: pd.DataFrame) -> str:
+    return c.get_run(table["run_id"].iloc[0]).data.tags["mlflow.parentRunId"]
+
+
+def test_table_has_a_row_per_contender_with_every_column_and_ordered_intervals(finished) -> None:
+    _, table, _ = finished
+    assert list(table["contender"]) == ["null_model", "keras_sequential_cnn", "optuna_random_scratch"]
+    assert list(table["kind"]) == ["null", "reference", "search"]
+    assert CSV_COLUMNS <= set(table.columns)
+    for m in METRICS:
+        assert (table[f"test_{m}_low"] <= table[f"test_{m}_high"]).all()
+        assert table[f"test_{m}"].between(0, 1).all()
+    null = table.iloc[0]
+    assert null["test_roc_auc_macro"] == pytest.approx(0.5)  # a constant prior ranks nothing
+    assert table["trials"].tolist() == [1, 1, 1]
+    assert (table.loc[1:, "n_params"] > 1000).all()
+    assert table["val_test_gap_f1"].tolist() == pytest.approx((table["val_f1_macro"] - table["test_f1_macro"]).tolist())
+
+
+def test_parent_run_holds_the_table_the_report_and_per_contender_metrics(finished) -> None:
+    _, table, c = finished
+    parent = parent_of(c, table)
+    run = c.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.tags["hemabench.role"] == "benchmark"
+    artifacts = {a.path for a in c.list_artifacts(parent)}
+    assert {"benchmark.md", "benchmark.csv", "benchmark_report.html", "search_race.csv"} <= artifacts
+    md = mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md").splitlines()
+    assert [cell.strip() for cell in md[0].strip("|").split("|")] == MD_HEADER
+    assert len(md) == 2 + len(table)
+    assert re.search(r"\| keras_sequential_cnn \| reference \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", md[3])
+    csv = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.csv")))
+    assert list(csv["contender"]) == list(table["contender"])
+    for name in table["contender"]:
+        assert {f"{name}.test_f1_macro", f"{name}.test_f1_macro_low", f"{name}.test_ece"} <= set(run.data.metrics)
+    html = mlflow.artifacts.load_text(f"runs:/{parent}/benchmark_report.html")
+    for title in ("Search race", "confusion matrices", "ROC curves", "Reliability diagram"):
+        assert title in html
+
+
+def test_every_contender_is_a_finished_child_run_and_models_are_logged(finished) -> None:
+    _, table, c = finished
+    parent = parent_of(c, table)
+    for _, row in table.iterrows():
+        run = c.get_run(row["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["hemabench.contender"] == row["contender"]
+        assert run.info.status == "FINISHED"
+        assert "test_f1_macro" in run.data.metrics
+    assert pd.isna(table.iloc[0]["model_uri"]) or table.iloc[0]["model_uri"] == ""
+    for uri in table["model_uri"].iloc[1:]:
+        assert uri.startswith("models:/")
+    race = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent}/search_race.csv")))
+    assert list(race["contender"]) == ["optuna_random_scratch"]
+    assert race["seconds"].iloc[0] > 0
+
+
+def test_winner_on_validation_is_registered(finished) -> None:
+    config, table, c = finished
+    scored = table[table["kind"] != "null"]
+    winner = scored.sort_values("val_f1_macro", ascending=False).iloc[0]
+    version = c.get_model_version_by_alias(config.registered_model, "champion")
+    assert c.get_run(parent_of(c, table)).data.tags["hemabench.winner"] == winner["contender"]
+    assert float(version.tags["test_f1_macro"]) == pytest.approx(winner["test_f1_macro"], abs=1e-5)
+
+
+def test_every_reference_setup_is_fully_fixed() -> None:
+    refs = sorted((paths.SEARCH_SPACES_DIR / benchmark.REFERENCE_DIR).glob("*.yaml"))
+    assert {"keras_sequential_cnn", "four_block_cnn_sgd"} <= {p.stem for p in refs}
+    for path in refs:
+        space = load_space(str(path))
+        assert all(p.type == "fixed" for p in space.params), path.name
+        assert space.name == path.stem
+
+
+def test_contender_registry_names_are_unique_and_the_default_set_has_every_kind() -> None:
+    names = [c.name for c in benchmark.contenders()]
+    assert len(names) == len(set(names))
+    assert {c.kind for c in benchmark.select("default")} == set(benchmark.KINDS)
+    assert [c.name for c in benchmark.select("null_model, null_model,keras_sequential_cnn")] == ["null_model", "keras_sequential_cnn"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"contenders": "null_model,nope"}, "unknown contender 'nope'; available: default, all, null_model"),
+    ({"budget": "2.5"}, "The 'budget' parameter must be a whole number of trials"),
+    ({"budget_unit": "hours"}, "The 'budget_unit' parameter must be one of trials, seconds"),
+    ({"epochs": "two"}, "The 'epochs' parameter must be of type int. Got 'two' instead."),
+    ({"colour": "red"}, "unknown parameter 'colour'"),
+])
+def test_bad_parameters_are_one_line_errors_before_any_work(values, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        benchmark.make_benchmark_config(**values)
+
+
+def test_every_mlproject_benchmark_parameter_reaches_the_command_and_the_config() -> None:
+    entry = yaml.safe_load((Path(benchmark.__file__).parent.parent / "MLproject").read_text())["entry_points"]["benchmark"]
+    fields = set(benchmark.BenchmarkConfig.__dataclass_fields__)
+    assert set(entry["parameters"]) == fields
+    for name in entry["parameters"]:
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"], name
+    defaults = {k: v["default"] for k, v in entry["parameters"].items()}
+    assert benchmark.make_benchmark_config(**{k: str(v) for k, v in defaults.items()}) == benchmark.BenchmarkConfig()
