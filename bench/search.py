@@ -91,7 +91,7 @@ def run(config: SearchConfig) -> SearchResult:
         return SearchResult(config.study_name, parent, None, {}, None, time.perf_counter() - started)
     status = "FAILED"
     try:
-        tracking.log_batch(c, parent, params={k: v for k, v in vars(config).items()}, tags={})
+        tracking.log_params_once(c, parent, vars(config))
         summary.log_dataset(c, parent, dataset)
         pool = workers.start(config, parent)
         try:

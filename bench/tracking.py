@@ -34,11 +34,17 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 def log_batch(c: MlflowClient, run_id: str, *, metrics: dict[str, float] | None = None,
               params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
               history: list[dict[str, float]] | None = None) -> None:
-    """One round trip per ~1000 values: final metrics, parameters, tags, and per-epoch curves (stepped by epoch)."""
+    """One round trip per ~1000 values: final metrics, parameters, tags, and per-epoch curves (stepped by epoch).
+
+    Final metrics share keys with the curves (`val_accuracy` …) and hold the kept (best-epoch) model's values,
+    so they are logged at the last epoch's step with a later timestamp: MLflow shows them as the latest value.
+    """
     now = int(time.time() * 1000)
-    metric_rows = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    metric_rows = []
     for epoch, row in enumerate(history or [], start=1):
         metric_rows.extend(Metric(k, float(v), now, epoch) for k, v in row.items())
+    last_step = len(history or [])
+    metric_rows.extend(Metric(k, float(v), now + 1, last_step) for k, v in (metrics or {}).items())
     param_rows = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
     tag_rows = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
     for chunk in _chunks(metric_rows, _MAX_METRICS):
@@ -47,6 +53,14 @@ def log_batch(c: MlflowClient, run_id: str, *, metrics: dict[str, float] | None 
         c.log_batch(run_id, params=chunk)
     for chunk in _chunks(tag_rows, _MAX_TAGS):
         c.log_batch(run_id, tags=chunk)
+
+
+def log_params_once(c: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Parameters of a resumed run cannot change: log new ones, and record changed ones as `resumed_with.*` tags."""
+    logged = c.get_run(run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in logged}
+    changed = {f"resumed_with.{k}": v for k, v in params.items() if k in logged and logged[k] != str(v)}
+    log_batch(c, run_id, params=fresh, tags=changed)
 
 
 def log_files(c: MlflowClient, run_id: str, write: Callable[[Path], Any], *, artifact_path: str | None = None) -> None:

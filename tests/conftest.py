@@ -9,18 +9,30 @@ import pytest
 TINY_DATA = "synthetic?n_per_class=10"
 
 
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated MLflow store (sqlite in tmp_path), decode cache and working directory; returns tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+def isolate(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point MLflow (sqlite), the decode cache and the working directory at `folder`."""
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(folder / "cache"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return tmp_path
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return folder
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated MLflow store (sqlite in tmp_path), decode cache and working directory; returns tmp_path."""
+    return isolate(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_tracking(tmp_path_factory: pytest.TempPathFactory):
+    """`tracking` shared by a module's tests, for an expensive setup (a search) that several tests read."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield isolate(tmp_path_factory.mktemp("tracking"), monkeypatch)
 
 
 def tiny_config(tmp_path: Path, **overrides):
