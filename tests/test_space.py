@@ -114,8 +114,7 @@ def test_every_shipped_space_loads_and_its_defaults_build_a_model(name: str) -> 
     from bench.models import build_model
 
     space = load_space(name)
-    model = build_model(space.family, defaults(space), image_size=32, n_classes=3, weights="none") \
-        if space.family == "backbone" else build_model(space.family, defaults(space), image_size=32, n_classes=3)
+    model = build_model(space.family, defaults(space), image_size=32, n_classes=3, weights="none")
     assert model.output_shape == (None, 3)
 
 
