@@ -75,11 +75,44 @@ def _benchmark(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="hemabench")
+    p.add_argument("--study", default=None, help="only this study's trials (default: every study)")
+    p.add_argument("--objective", default=None, help="sort key (default: the objective the studies used)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+
+
+def _ui(ns: argparse.Namespace) -> int:
+    from bench import ui
+
+    return ui.main(ns.experiment, port=ns.port, backend_store_uri=ns.backend_store_uri, study=ns.study,
+                   objective=ns.objective)
+
+
+def _leaderboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="hemabench")
+    p.add_argument("--study", default=None, help="only this study's trials (default: every study)")
+    p.add_argument("--objective", default=None, help="sort key (default: the objective the studies used)")
+    p.add_argument("--output", choices=["table", "csv", "html"], default="table")
+    p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    p.add_argument("--top", type=int, default=None, help="only the best N trials")
+
+
+def _leaderboard(ns: argparse.Namespace) -> int:
+    from bench import leaderboard
+
+    return leaderboard.main(ns.experiment, study=ns.study, objective=ns.objective, output=ns.output,
+                            out_file=ns.out, top=ns.top)
+
+
 COMMANDS: list[Command] = [
     ("search", _search_args, _search),
     ("data", _inspect_args, _inspect),
     ("predict", _predict_args, _predict),
     ("benchmark", _benchmark_args, _benchmark),
+    ("ui", _ui_args, _ui),
+    ("leaderboard", _leaderboard_args, _leaderboard),
 ]
 
 
@@ -99,6 +132,8 @@ HELP = {
     "data": "inspect a dataset: class counts per split, image sizes, groups, duplicates, leakage",
     "predict": "classify image files with a registered model",
     "benchmark": "reference CNNs, searches and search strategies on the same data and budget: one table with bootstrap CIs",
+    "ui": "start the MLflow UI (one worker, ~0.5 GB) and print a link that opens the experiment as a leaderboard",
+    "leaderboard": "every trial of an experiment (all studies, engines, spaces), best first: table, csv or html",
 }
 
 
