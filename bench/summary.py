@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from bench import registry, tracking
-from bench.metrics import classification_metrics, direction
+from bench.metrics import classification_metrics
 from bench.plots import write_evaluation_artifacts, write_html
 from bench.report import summary_table
 
@@ -45,30 +44,9 @@ def log_dataset(c: MlflowClient, run_id: str, dataset: Any) -> None:
 
 def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
     """Every trial of the study, best first: state, objective, validation metrics, parameters, run id."""
-    runs = mlflow.search_runs([experiment_id], f"tags.`hemabench.study` = '{study}' and tags.`hemabench.role` = 'trial'",
-                              max_results=50000)
-    if runs.empty:
-        return pd.DataFrame(columns=["trial", "state", objective, "run_id"])
-    board = pd.DataFrame({
-        "trial": runs["tags.hemabench.trial"].astype(int),
-        "state": runs.get("tags.hemabench.state", pd.Series("?", index=runs.index)).fillna("?"),
-        "model_uri": runs.get("tags.hemabench.model_uri", pd.Series("", index=runs.index)).fillna(""),
-        "engine": runs["tags.hemabench.engine"],
-        "run_id": runs["run_id"],
-    })
-    for column in [c for c in runs.columns if c.startswith("metrics.")]:
-        board[column.removeprefix("metrics.")] = runs[column]
-    for column in [c for c in runs.columns if c.startswith("params.")]:
-        board[column] = runs[column]
-    if "reason" not in board and "tags.hemabench.reason" in runs:
-        board["reason"] = runs["tags.hemabench.reason"]
-    if objective not in board:
-        board[objective] = np.nan
-    ascending = direction(objective) == "minimize"
-    rank = board["state"].map({"COMPLETE": 0, "PRUNED": 1}).fillna(2)
-    board = board.assign(_rank=rank).sort_values(["_rank", objective, "trial"], ascending=[True, ascending, True],
-                                                 na_position="last")
-    return board.drop(columns="_rank").reset_index(drop=True)
+    from bench.leaderboard import board
+
+    return board([experiment_id], objective=objective, study=study)
 
 
 def load_keras_model(model_uri: str) -> Any:
