@@ -36,8 +36,8 @@ import time
 import urllib.request
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -133,7 +133,9 @@ class ServingLimits:
                 try:
                     overrides[name] = int(environ[var])
                 except ValueError:
-                    raise ConfigError(f"{var} must be a positive integer; got {environ[var]!r}") from None
+                    overrides[name] = 0
+                if overrides[name] < 1:
+                    raise ConfigError(f"{var} must be a positive integer; got {environ[var]!r}")
         return ServingLimits(**{**asdict(self), **overrides})
 
 
@@ -225,7 +227,7 @@ def _from_pixels(value: Any, index: int, size: int, mode: str, limits: ServingLi
         raise RequestError(f"image {index}: pixel values must be finite and within 0..255")
     if pixels.shape[:2] == (size, size):
         return pixels.astype(np.float32)
-    rgb = Image.fromarray(np.rint(pixels).astype(np.uint8), mode="RGB")
+    rgb = Image.fromarray(np.rint(pixels).astype(np.uint8))
     return np.asarray(images.fit(rgb, size, mode), dtype=np.float32)
 
 

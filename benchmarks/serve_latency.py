@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import mlflow
 
+    load_before = os.getloadavg()[0]
     user_tracking = os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp:
         root = Path(tmp)
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((name, measure(url, one, batch, args.batch, args)))
 
     print(f"{datetime.date.today()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-          f"{size}x{size} px, {classes} classes, model {args.model_uri or 'untrained scratch CNN'}")
+          f"{size}x{size} px, {classes} classes, model {args.model_uri or 'untrained scratch CNN'}; "
+          f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machines read high)")
     print(f"command: python benchmarks/serve_latency.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print()
     print(f"| route | p50 ms, 1 image | p99 ms, 1 image | p50 ms, batch of {args.batch} | images/s, batches of {args.batch} |")

@@ -155,7 +155,7 @@ def test_environment_overrides_logged_limits():
 
 @pytest.mark.parametrize("env", [{"BENCH_SERVE_MAX_BATCH": "many"}, {"BENCH_SERVE_MAX_PIXELS": "0"}])
 def test_bad_limit_in_environment_is_a_config_error(env):
-    with pytest.raises(ConfigError, match="must be a positive integer"):
+    with pytest.raises(ConfigError, match=f"{next(iter(env))} must be a positive integer"):
         LIMITS.with_env(env)
 
 
