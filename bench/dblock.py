@@ -40,6 +40,17 @@ def creating(url: str) -> Iterator[None]:
         yield
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; with only psycopg2 installed (our pin), name it."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 _READY: set[str] = set()
 
 

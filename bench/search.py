@@ -84,23 +84,17 @@ def run(config: SearchConfig) -> SearchResult:
     ctx = SearchContext(config, dataset, space, c, experiment_id, parent, Progress(config), tags)
     if worker_of:  # trials only: the coordinator owns the parent run, the summary and the registry
         pool = workers.start(config, parent)
-        try:
+        if pool.procs:
+            pool.wait()
+        else:
             engine(config.engine)(ctx)
-        finally:
-            pool.join()
         return SearchResult(config.study_name, parent, None, {}, None, time.perf_counter() - started)
     status = "FAILED"
     try:
         tracking.log_params_once(c, parent, vars(config))
         summary.log_dataset(c, parent, dataset)
-        pool = workers.start(config, parent)
-        try:
-            engine(config.engine)(ctx)
-        except BaseException:
-            pool.stop()
-            raise
-        for index, rc in pool.join():
-            print(f"worker {index} exited with status {rc}; its finished trials are kept", flush=True)
+        workers.start(config, parent).wait()
+        engine(config.engine)(ctx)  # workers=1: runs the trials; else finishes what the workers left undone
         result = summary.finish(ctx)
         status = "FINISHED"
     except KeyboardInterrupt:

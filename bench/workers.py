@@ -1,8 +1,8 @@
 """Worker processes: N processes on one machine (or many machines) working on one study through its storage.
 
 The coordinator (a plain `python -m bench search`) creates the parent MLflow run and the study, starts
-`workers - 1` more processes of the same command with `BENCH_PARENT_RUN_ID` set, runs trials itself, waits
-for them, and writes the summary once. A process started with `BENCH_PARENT_RUN_ID` is a worker: it attaches
+`workers` processes of the same command with `BENCH_PARENT_RUN_ID` set, waits for them, finishes what they
+left undone (trials they could not run, trials still running on other machines) and writes the summary once. A process started with `BENCH_PARENT_RUN_ID` is a worker: it attaches
 its trials to that parent run and skips the summary, so more workers can join from other machines.
 
 Workers are separate interpreters (subprocesses), never forks: TensorFlow does not survive `fork`.
@@ -104,9 +104,17 @@ class Pool:
 
     procs: list[subprocess.Popen]
 
-    def join(self) -> list[tuple[int, int]]:
-        """Wait for every worker; returns (worker index, exit status) for those that failed."""
-        return [(i, rc) for i, p in enumerate(self.procs, start=1) if (rc := p.wait()) != 0]
+    def wait(self) -> None:
+        """Wait for every worker; on an interrupt or error here, stop them first. A failed worker is reported,
+        not raised: its finished trials are kept, and the caller's engine finishes what is left."""
+        try:
+            codes = [p.wait() for p in self.procs]
+        except BaseException:
+            self.stop()
+            raise
+        for index, rc in enumerate(codes, start=1):
+            if rc != 0:
+                print(f"worker {index} exited with status {rc}; its finished trials are kept", flush=True)
 
     def stop(self) -> None:
         """Ask each worker to stop (SIGINT: its trial ends FAILED, not RUNNING), then kill stragglers."""
@@ -135,7 +143,8 @@ def spawn(config: Any, n: int, parent_run_id: str) -> Pool:
 
 
 def start(config: Any, parent_run_id: str) -> Pool:
-    """Prepare the engine's shared storage, then start the `config.workers - 1` processes beside this one."""
+    """Prepare the engine's shared storage, then start `config.workers` worker processes (none for 1: the
+    caller runs the trials itself). All start together, so they share the trials from the first one."""
     if config.workers <= 1:
         return Pool([])
     import importlib
@@ -148,4 +157,4 @@ def start(config: Any, parent_run_id: str) -> Pool:
         raise ConfigError(f"The 'workers' parameter must be 1 for engine {config.engine!r} (it has no shared storage). "
                           f"Got {config.workers} instead.")
     module.prepare(config)
-    return spawn(config, config.workers - 1, parent_run_id)
+    return spawn(config, config.workers, parent_run_id)

@@ -76,7 +76,7 @@ def make_storage(url: str, *, retries: int = RETRIES) -> optuna.storages.BaseSto
     if "://" in url:
         with dblock.creating(url), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            return RDBStorage(dblock.with_driver(url), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                               heartbeat_stale_trial_callback=RetryDeadTrial(retries) if retries else None)
     return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
 
@@ -244,15 +244,14 @@ def run(ctx: Any) -> None:
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
     if _claimed(study) < config.trials:
-        if done:
+        if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             study.optimize(objective, timeout=config.timeout or None, callbacks=[target, stopper], catch=(Exception,),
                            gc_after_trial=True)
     else:
-        print(f"study {config.study_name} already has {done} finished trials (>= {config.trials}); nothing to run",
-              flush=True)
+        print(f"study {config.study_name}: {done} trials finished, {config.trials} asked for", flush=True)
     if stopper.streak >= stopper.limit:
         raise BenchError(f"stopping: {stopper.streak} trials failed in a row (max_consecutive_failures="
                          f"{stopper.limit}); last: {stopper.reason}")

@@ -1,0 +1,77 @@
+"""`workers=2`: two processes on one study through its storage; every trial runs once, in Optuna and in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from bench import workers
+from bench.config import make_config
+from bench.engines.optuna_engine import make_storage
+from tests import searchproc
+
+pytestmark = pytest.mark.slow
+
+
+def check_one_study_two_workers(c: MlflowClient, storage: str, study_name: str, trials: int) -> None:
+    """Exactly `trials` trials, each COMPLETE once in Optuna and once as a FINISHED MLflow child of the one
+    parent; the two processes both ran trials; the coordinator finished the parent and registered once."""
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * trials  # no overshoot, no failure
+    assert len({t.user_attrs["worker"]["pid"] for t in study.trials}) == 2  # both processes ran trials
+    (parent,) = searchproc.parents(c, study_name)
+    assert parent.info.status == "FINISHED"
+    runs = searchproc.trial_runs(c, study_name)
+    assert [int(r.data.tags["hemabench.trial"]) for r in runs] == list(range(trials))
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials} == {
+        int(r.data.tags["hemabench.trial"]): r.info.run_id for r in runs}
+    assert len(c.search_model_versions("name='tests-model'")) == 1
+
+
+def test_two_workers_share_a_journal_study_and_each_trial_runs_once(tracking: Path) -> None:
+    space, storage = searchproc.write_space(tracking), str(tracking / "optuna.journal")
+    out = searchproc.run(space, storage, cwd=tracking, trials=4, workers=2, study="journal-2w")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "started 2 worker process(es)" in out.stdout
+    check_one_study_two_workers(MlflowClient(), storage, "journal-2w", trials=4)
+
+
+def test_worker_command_passes_every_parameter_with_one_worker_and_the_resolved_study(tracking: Path) -> None:
+    config = make_config(workers=3, data=searchproc.TINY_DATA, image_size=32)
+    argv = workers.command(config)
+    pairs = dict(zip(argv[4::2], argv[5::2]))
+    assert argv[1:4] == ["-m", "bench", "search"]
+    assert pairs["--workers"] == "1"
+    assert pairs["--study"] == config.study_name and pairs["--storage"] == config.storage_url
+    assert make_config(**{k[2:].replace("-", "_"): v for k, v in pairs.items()}) == \
+        make_config(**{**vars(config), "workers": 1, "study": config.study_name, "storage": config.storage_url})
+
+
+def test_workers_get_their_own_sampler_seed_and_the_coordinator_keeps_the_configured_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(workers.PARENT_ENV, raising=False)
+    assert workers.sampler_seed(7) == 7
+    monkeypatch.setenv(workers.PARENT_ENV, "some-run")
+    assert workers.sampler_seed(7) != 7
+
+
+def test_a_process_is_dead_once_it_exits_and_other_hosts_are_never_judged(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        who = {**workers.identity(), "pid": child.pid, "start": workers._start_ticks(child.pid)}
+        assert not workers.is_dead(who)
+    finally:
+        child.kill()
+        child.wait()
+    assert workers.is_dead(who)
+    assert not workers.is_dead({**who, "host": "some-other-machine"})
+    assert workers.is_dead({**workers.identity(), "start": "1"})  # our pid, but another process's start time
