@@ -25,7 +25,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "monocyte", "erythroblast", "immature_granulocyte", "platelet",
 )
 MIN_SIZE, MAX_SIZE = 16, 512
-CELL_SCALE = 1.2
+CELL_SCALE = 1.1
 
 Rgb = tuple[float, float, float]
 
@@ -51,7 +51,7 @@ class _Canvas:
         return -np.log(np.clip(np.asarray(jittered), 0.02, 1.0)) * self.strength
 
     def paint(self, alpha: np.ndarray, rgb: Rgb, amount: float = 1.0) -> None:
-        self.od += (alpha * amount)[..., None] * self.od_of(rgb)
+        self.od += (alpha * np.float32(amount))[..., None] * self.od_of(rgb).astype(np.float32)
 
     def local(self, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates in a frame centred at (cx, cy) and rotated by `angle`."""
@@ -154,7 +154,7 @@ def _ambiguity(c: _Canvas) -> float:
 def _cell(c: _Canvas, radius: float, cyto: Rgb, amount: float = 1.0):
     """Draw a cytoplasm and return (local x, local y, radius, cytoplasm alpha, centre) for the nucleus."""
     rng, d = c.rng, c.d
-    cx, cy = rng.uniform(-1, 1, 2) * (0.2 + 0.2 * d)
+    cx, cy = rng.uniform(-1, 1, 2) * (0.25 + 0.3 * d)
     radius *= CELL_SCALE * rng.uniform(0.92 - 0.08 * d, 1.08 + 0.08 * d)
     x, y = c.local(cx, cy, rng.uniform(0, 2 * math.pi))
     alpha = c.soft(_blob_sdf(x, y, radius, rng, 0.12 + 0.1 * d), 2.0)
@@ -262,7 +262,7 @@ def _red_cells(c: _Canvas, crowded: bool) -> None:
     """Pale pink discs with central pallor, some overlapping the centre cell."""
     rng, d = c.rng, c.d
     colour = _tint((232, 165, 178), rng, 0.3 + 0.7 * d)
-    n = int(rng.integers(2, 5 + round(4 * d))) + (3 if crowded else 0)
+    n = int(rng.integers(2, 5 + round(4 * d))) + (1 if crowded else 0)
     for _ in range(n):
         a = rng.uniform(0, 2 * math.pi)
         radius = 0.34 * rng.uniform(0.9, 1.1)
@@ -277,22 +277,22 @@ def _red_cells(c: _Canvas, crowded: bool) -> None:
 def _render(size: int, class_index: int, seed: int, index: int, d: float, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     rng = np.random.default_rng([seed, class_index, index])
     zoom = math.exp(rng.uniform(-1, 1) * (0.12 + 0.15 * d))  # magnification: scales every object alike
-    c = _Canvas(u=grid[0] / zoom, v=grid[1] / zoom, pix=2.0 / size / zoom, od=np.zeros((size, size, 3)), rng=rng,
+    c = _Canvas(u=grid[0] / zoom, v=grid[1] / zoom, pix=2.0 / size / zoom, od=np.zeros((size, size, 3), np.float32), rng=rng,
                 d=d, hue=rng.uniform(-1, 1) * (0.02 + 0.04 * d),
                 sat=rng.uniform(0.85 - 0.2 * d, 1.1 + 0.1 * d),
                 strength=math.exp(rng.uniform(-1, 1) * (0.1 + 0.15 * d)))
     name = CLASS_NAMES[class_index]
     _red_cells(c, crowded=name == "platelet")
     _RENDERERS[name](c)
-    tint = _tint((236, 222, 232), rng, 0.5 + d)
+    tint = _tint((236, 222, 232), rng, 0.3 + 0.7 * d)
     background = -np.log(np.asarray(tint) / 255.0)
-    g = rng.uniform(-1, 1, 2) * (0.04 + 0.12 * d)
+    g = rng.uniform(-1, 1, 2) * (0.1 + 0.3 * d)
     light = (rng.uniform(0.78 - 0.12 * d, 1.05) * (1 + g[0] * c.u + g[1] * c.v)
-             * (1 - rng.uniform(0, 0.05 + 0.15 * d) * (c.u**2 + c.v**2) / 2))
-    white = np.exp(rng.uniform(-1, 1, 3) * (0.03 + 0.07 * d))  # camera white balance
+             * (1 - rng.uniform(0, 0.1 + 0.2 * d) * (c.u**2 + c.v**2) / 2))
+    white = np.exp(rng.uniform(-1, 1, 3) * (0.02 + 0.04 * d))  # camera white balance
     img = 255.0 * light[..., None] * white * np.exp(-(c.od + background))
     img = _blur(img, rng.uniform(0.3, 0.5 + 0.7 * d) * size / 64)
-    img += rng.normal(0.0, 1.5 + 5.0 * d, img.shape)
+    img += rng.normal(0.0, 1.5 + 4.0 * d, img.shape)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -313,7 +313,7 @@ def generate(n_per_class: int = 200, image_size: int = 64, *, seed: int = 0,
            and 0.0 <= difficulty <= 1.0, "a number between 0 and 1")
     size = int(image_size)
     axis = (np.arange(size) + 0.5) * (2.0 / size) - 1.0
-    grid = np.meshgrid(axis, axis)
+    grid = tuple(g.astype(np.float32) for g in np.meshgrid(axis, axis))  # float32: ~2x faster, ample precision
     images = np.empty((len(CLASS_NAMES) * n_per_class, size, size, 3), dtype=np.uint8)
     for k in range(len(CLASS_NAMES)):
         for i in range(n_per_class):

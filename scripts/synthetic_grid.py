@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 import matplotlib
+from PIL import Image
 
 # Runnable as `python scripts/synthetic_grid.py` from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,7 +42,10 @@ def main() -> None:
     fig.suptitle(f"synthetic: {args.size} px, difficulty {args.difficulty}, seed {args.seed}", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    # A 256-colour palette keeps the README figure small (noisy pixels defeat PNG's compression).
+    Image.open(buffer).convert("RGB").quantize(256).save(args.out, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
 
 
