@@ -56,6 +56,7 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "image"
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+FORMAT_NAMES = f"{', '.join(ALLOWED_FORMATS[:-1])} or {ALLOWED_FORMATS[-1]}"
 CONFIG_ARTIFACT = "serving_config"
 KERAS_ARTIFACT = "keras_model"
 KERAS_FILE = "artifacts/model.keras"  # where the Keras model lies inside a logged model
@@ -196,7 +197,7 @@ def _decode_file_bytes(data: bytes, index: int, size: int, mode: str, limits: Se
             f"image {index}: over the {limits.max_image_pixels:,}-pixel limit ({LIMIT_ENV_VARS['max_image_pixels']})"
         ) from None
     except Exception:
-        raise RequestError(f"image {index}: not a {', '.join(ALLOWED_FORMATS)} image") from None
+        raise RequestError(f"image {index}: not a {FORMAT_NAMES} image") from None
     _check_pixels(width, height, index, limits)
     try:
         return images.decode(data, size, mode)

@@ -76,7 +76,7 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_classified(regi
     assert predict.main(uri, files, output="csv") == 1
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"{root / 'notes.png'}: not a PNG, JPEG, BMP, TIFF image",
+        f"{root / 'notes.png'}: not a PNG, JPEG, BMP or TIFF image",
         f"{root / 'missing.png'}: cannot read: No such file or directory",
         f"{root}: cannot read: Is a directory",
     ]

@@ -98,8 +98,8 @@ def test_dict_of_base64_strings_is_accepted():
     ("model_input", "fragment"),
     [
         (pd.DataFrame({"image": ["not base64!"]}), "image 0: not valid base64"),
-        (pd.DataFrame({"image": [b64(image_bytes()), b64(b"plain text")]}), "image 1: not a PNG, JPEG, BMP, TIFF image"),
-        (pd.DataFrame({"image": [b64(image_bytes("GIF"))]}), "not a PNG, JPEG, BMP, TIFF image"),
+        (pd.DataFrame({"image": [b64(image_bytes()), b64(b"plain text")]}), "image 1: not a PNG, JPEG, BMP or TIFF image"),
+        (pd.DataFrame({"image": [b64(image_bytes("GIF"))]}), "not a PNG, JPEG, BMP or TIFF image"),
         (pd.DataFrame({"image": [b64(image_bytes()[:400])]}), "corrupt or truncated"),
         (pd.DataFrame({"image": [b64(image_bytes(width=101, height=100, noise=False))]}), "over the 10,000-pixel limit"),
         (pd.DataFrame({"image": [b64(image_bytes("BMP", 90, 90))]}), "over the 20,000-byte limit"),
@@ -256,7 +256,7 @@ def test_served_probabilities_match_the_keras_model_on_the_training_decode(serve
     ("payload", "fragment"),
     [
         ({"dataframe_records": [{"image": "%%% not base64 %%%"}]}, "image 0: not valid base64"),
-        ({"dataframe_records": [{"image": b64(b"GIF89a? no, just text")}]}, "image 0: not a PNG, JPEG, BMP, TIFF image"),
+        ({"dataframe_records": [{"image": b64(b"GIF89a? no, just text")}]}, "image 0: not a PNG, JPEG, BMP or TIFF image"),
         ({"dataframe_records": [{"image": b64(image_bytes(width=120, height=120, noise=False))}]}, "10,000-pixel limit"),
         ({"dataframe_records": [{"image": b64(image_bytes("BMP", 90, 90))}]}, "20,000-byte limit"),
         ({"dataframe_records": [{"picture": b64(image_bytes())}]}, "no 'image' column"),
