@@ -57,6 +57,20 @@ def load_keras_model(model_uri: str) -> Any:
     return keras.saving.load_model(Path(folder) / KERAS_FILE, compile=False)
 
 
+def log_insight(c: MlflowClient, run_id: str, model: Any, dataset: Any, test_prob: Any) -> None:
+    """Grad-CAM and mistakes galleries, reliability diagram (bench.insight) on the parent run. They are diagnostics:
+    a failure there is reported and tagged, and must not fail a study whose model is already registered."""
+    from bench import insight
+
+    try:
+        insight.log_insights(c, run_id, model, dataset, test_prob)
+    except Exception as exc:  # noqa: BLE001
+        from bench.trial import one_line
+
+        print(f"insight skipped: {one_line(exc)}", flush=True)
+        tracking.log_batch(c, run_id, tags={"hemabench.insight_error": one_line(exc)})
+
+
 def finish(ctx: Any) -> Any:
     from bench.search import SearchResult
     from bench.train import predict_proba
@@ -95,6 +109,7 @@ def finish(ctx: Any) -> Any:
     if config.register:
         version = registry.register(c, config=config, run_id=best["run_id"], model_uri=best["model_uri"], dataset=ds, test_metrics=test_metrics,
                                     trial=int(best["trial"]), space=ctx.space.name)
+    log_insight(c, parent, model, ds, test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
     objective_test = config.objective.replace("val_", "test_", 1)
     print(f"\nbest trial {int(best['trial'])}: {config.objective}={best[config.objective]:.4f}, "
