@@ -9,6 +9,7 @@ coordinator before it summarises.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import warnings
 from typing import Any, Callable
@@ -68,6 +69,18 @@ class RetryDeadTrial:
             system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                           "retry_history": history},
         ))
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs a traceback with every failed trial; the progress line shows the reason and the trial's
+    MLflow run keeps the traceback (tag `hemabench.traceback`), so one warning line is enough here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoTraceback())
 
 
 def make_storage(url: str, *, retries: int = RETRIES) -> optuna.storages.BaseStorage:
