@@ -7,6 +7,12 @@ composited as optical densities (Beer-Lambert), so overlapping cells darken the 
 `difficulty` in [0, 1] widens stain, illumination, noise and blur jitter, crowds more red cells over the
 cell, and pulls each class's morphology toward its neighbours (2-lobed neutrophils, pale eosinophil
 granules, sparse basophil granules, big lymphocytes, shallow monocyte notches, notched immature cells).
+
+Calibration (200/class, 64 px, stratified 60% train / 20% validation, measured on 2 shared CPU cores):
+a Conv32-Pool-Conv64-Pool-Conv128-GAP-Dense128 CNN, Adam 1e-3, batch 32, 12 epochs, reaches validation
+macro-F1 0.975 / 0.91-0.94 / 0.73 at difficulty 0 / 0.5 / 1; logistic regression on 8x8-averaged
+pixels scores 0.96 / 0.79 / 0.43. Translation, illumination gradients and white balance are what keep
+the pixel model down; the CNN, which pools local colour and texture, is barely affected by them.
 """
 
 from __future__ import annotations
