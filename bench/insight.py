@@ -45,8 +45,11 @@ def _graph_output(layer: keras.layers.Layer) -> Any:
 
 
 def feature_layer(model: keras.Model) -> keras.layers.Layer:
-    """The last layer of `model`'s graph with a 4-D (N, H, W, C) output, preferring maps larger than 1×1."""
-    maps = [layer for layer in model.layers if layer._inbound_nodes and len(_graph_output(layer).shape) == 4]
+    """The last layer of `model`'s graph with a 4-D (N, H, W, C) output, preferring maps larger than 1×1.
+    Only layers from the first one with weights on count: the input, augmentation and rescaling are not features."""
+    layers = [layer for layer in model.layers if layer._inbound_nodes]
+    first = next((i for i, layer in enumerate(layers) if layer.weights), len(layers))
+    maps = [layer for layer in layers[first:] if len(_graph_output(layer).shape) == 4]
     if not maps:
         raise BenchError(f"model '{model.name}' has no 4-D feature map for Grad-CAM")
     spatial = [layer for layer in maps if (_graph_output(layer).shape[1] or 0) * (_graph_output(layer).shape[2] or 0) > 1]
