@@ -146,16 +146,18 @@ def main(experiment: str, *, study: str | None = None, objective: str | None = N
     ids = experiment_ids_for(experiment)
     runs = trial_runs(ids, study=study)
     objective = objective or usual_objective(runs)
-    frame = board(ids, objective=objective, study=study, runs=runs)
+    full = board(ids, objective=objective, study=study, runs=runs)
+    frame = full.head(top) if top else full
     if output == "table":
-        studies = sorted(set(frame["study"])) if not frame.empty else []
-        header = (f"experiment {experiment}: {len(frame)} trials from {len(studies)} "
-                  f"stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(studies) or '-'}), best first by {objective}")
-        text = header + "\n" + table(frame, objective, top=top) + "\n"
+        studies = sorted(set(full["study"])) if not full.empty else []
+        header = (f"experiment {experiment}: {len(full)} trials from {len(studies)} "
+                  f"stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(studies) or '-'}), best first by {objective}"
+                  + (f", top {len(frame)} shown" if len(frame) < len(full) else ""))
+        text = header + "\n" + table(frame, objective) + "\n"
     elif output == "csv":
-        text = frame.head(top).to_csv(index=False) if top else frame.to_csv(index=False)
+        text = frame.to_csv(index=False)
     else:
-        text = (frame.head(top) if top else frame).to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+        text = frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
     if out_file:
         Path(out_file).write_text(text)
         print(f"wrote {len(frame)} trials to {out_file}", file=sys.stderr)
