@@ -1,7 +1,9 @@
 """Registry rules: the `champion` alias moves only to a model that beats it on the same data and split.
 
-Every version carries tags for the dataset fingerprint, space, trial, test metrics and git commit. A model
-that does not beat the champion (or was trained on other data) gets alias `challenger` and a tag saying why.
+Every version carries tags for the dataset fingerprint, space, trial, test metrics and git commit, and
+`hemabench.alias`/`hemabench.reason`: the alias it was given at registration and why. A model that does not
+beat the champion (or was evaluated on other data or another split) gets alias `challenger`; a champion that
+is replaced gets `hemabench.superseded_by`. Registering the same run again returns its version (no duplicate).
 """
 
 from __future__ import annotations
@@ -33,25 +35,32 @@ def decide(objective: str, new_value: float, new_fingerprint: str, champion_tags
     if champion_tags.get("dataset_fingerprint") != new_fingerprint:
         return CHALLENGER, (f"champion was evaluated on dataset {champion_tags.get('dataset_fingerprint')}, this model on "
                             f"{new_fingerprint}: not comparable")
-    key = objective.replace("val_", "test_", 1)
+    key = test_key(objective)
     try:
         old_value = float(champion_tags.get(key, "nan"))
     except ValueError:
         old_value = math.nan
+    if math.isnan(old_value):
+        return CHAMPION, f"champion has no {key} to compare; this model has {key} {new_value:.4f}"
     maximize = direction(objective) == "maximize"
-    if math.isnan(old_value) or (new_value > old_value if maximize else new_value < old_value):
+    if new_value > old_value if maximize else new_value < old_value:  # a tie keeps the champion
         return CHAMPION, f"{key} {new_value:.4f} beats champion's {old_value:.4f}"
     return CHALLENGER, f"{key} {new_value:.4f} does not beat champion's {old_value:.4f}"
+
+
+def test_key(objective: str) -> str:
+    """The study objective on the test split: `val_f1_macro` -> `test_f1_macro`."""
+    return objective.replace("val_", "test_", 1)
 
 
 def register(c: MlflowClient, *, config: Any, run_id: str, model_uri: str, dataset: Any, test_metrics: dict[str, float], trial: int,
              space: str) -> Registered:
     name = config.registered_model
-    key = config.objective.replace("val_", "test_", 1)
+    key = test_key(config.objective)
     existing = c.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if existing:  # a resumed study whose best trial is already registered: no duplicate version
-        version = existing[0]
-        return Registered(version.version, version.tags.get("hemabench.alias", "?"), "already registered")
+        version = c.get_model_version(name, existing[0].version)
+        return Registered(str(version.version), ",".join(version.aliases) or "none", "already registered")
     try:
         champion = c.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
@@ -67,9 +76,10 @@ def register(c: MlflowClient, *, config: Any, run_id: str, model_uri: str, datas
         "git_commit": tracking.git_commit(),
         "hemabench.alias": alias,
         "hemabench.reason": reason,
-        **{k: f"{v:.6g}" for k, v in test_metrics.items()},
+        **{k: repr(float(v)) for k, v in test_metrics.items()},  # full precision: the next decide() compares them
     }
     version = mlflow.register_model(model_uri, name, tags=tags)
     c.set_registered_model_alias(name, alias, version.version)
-    c.set_model_version_tag(name, version.version, "hemabench.alias", alias)
-    return Registered(version.version, alias, reason)
+    if alias == CHAMPION and champion is not None:
+        c.set_model_version_tag(name, champion.version, "hemabench.superseded_by", str(version.version))
+    return Registered(str(version.version), alias, reason)
