@@ -1,0 +1,103 @@
+"""The frozen-prefix feature cache: where it cuts, that it is keyed by content, bounded, and that training on
+cached features gives the same model as training on pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import features
+from bench.backbones import list_backbones
+from bench.data import load_dataset
+from bench.features import FeatureCache, route, split
+from bench.models import build_model
+from bench.space import defaults, load_space
+from bench.train import fit_and_score, predict_proba, start_trial
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset("synthetic?n_per_class=8", image_size=32, seed=0)
+
+
+def backbone_params(name: str = "mobilenet_v2", **overrides) -> dict:
+    return {**defaults(load_space(name)), "input_size": 32, "batch_size": 16, **overrides}
+
+
+def model_for(params: dict, family: str = "backbone"):
+    start_trial(0)
+    return build_model(family, params, image_size=32, n_classes=8, weights="none")
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_prefix_then_suffix_computes_the_full_model_for_a_partly_frozen_backbone(name: str) -> None:
+    model = model_for(backbone_params(name, freeze_fraction=0.6))
+    prefix, suffix = split(model)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(suffix(prefix(x))), np.asarray(model(x)), atol=1e-6)
+    # The suffix reuses the model's layers: training it trains the served model.
+    assert {id(w) for w in suffix.trainable_weights} <= {id(w) for w in model.trainable_weights}
+    assert not prefix.trainable_weights
+
+
+def test_fully_frozen_prefix_runs_through_pooling_and_leaves_only_the_head() -> None:
+    prefix, suffix = split(model_for(backbone_params(freeze_fraction=1.0)))
+    assert prefix.output_shape == (None, 1280)  # pooled MobileNetV2 features
+    assert [layer.name for layer in suffix.layers] == ["head"]
+
+
+def test_no_cut_with_augmentation_before_the_backbone_or_for_a_scratch_cnn() -> None:
+    assert split(model_for(backbone_params(augment=True, aug_flip=True, aug_rotation=0.1, aug_zoom=0.0,
+                                           aug_contrast=0.0))) is None
+    assert split(model_for(defaults(load_space("scratch_cnn")), family="scratch_cnn")) is None
+
+
+@pytest.mark.parametrize("overrides", [{"freeze_fraction": 1.0},
+                                       {"freeze_fraction": 0.85, "two_phase": True, "warmup_epochs": 1}],
+                         ids=["fully-frozen", "two-phase"])
+def test_cached_features_give_the_same_predictions_as_training_on_pixels(tiny, overrides) -> None:
+    params = backbone_params(**overrides)
+    probs = {}
+    for cached in (False, True):
+        start_trial(0)
+        fit = fit_and_score(params, tiny, family="backbone", epochs=2, seed=0, feature_cache=cached)
+        assert fit.model.input_shape == (None, 32, 32, 3) and fit.model.output_shape == (None, 8)
+        probs[cached] = (fit.val_prob, predict_proba(fit.model, tiny.x_test))
+    np.testing.assert_allclose(probs[True][0], probs[False][0], atol=1e-5)
+    np.testing.assert_allclose(probs[True][1], probs[False][1], atol=1e-5)
+
+
+def test_same_prefix_is_a_hit_and_a_different_depth_or_weights_is_a_miss(tiny) -> None:
+    cache = FeatureCache(2**30)
+    first = route(model_for(backbone_params(freeze_fraction=1.0)), tiny, cache=cache)
+    again = route(model_for(backbone_params(freeze_fraction=1.0, dense_layers=0)), tiny, cache=cache)
+    assert not first.hit and again.hit and again.key == first.key  # the head is not part of the key
+    np.testing.assert_array_equal(again.x_train, first.x_train)
+    deeper = route(model_for(backbone_params(freeze_fraction=0.85)), tiny, cache=cache)
+    assert not deeper.hit and deeper.key != first.key
+    start_trial(1)  # other random weights, same architecture
+    other = route(build_model("backbone", backbone_params(freeze_fraction=1.0), image_size=32, n_classes=8), tiny,
+                  cache=cache)
+    assert not other.hit and other.key != first.key
+
+
+def test_cache_evicts_least_recently_used_entries_beyond_its_byte_budget() -> None:
+    item = (np.zeros(100, np.float32), np.zeros(28, np.float32))  # 512 bytes
+    cache = FeatureCache(max_bytes=1100)
+    cache.put("a", item)
+    cache.put("b", item)
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", item)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.nbytes <= 1100
+    cache.put("huge", (np.zeros(1000, np.float32), np.zeros(1, np.float32)))
+    assert cache.get("huge") is None
+
+
+def test_the_process_cache_is_used_by_fit_and_score(tiny) -> None:
+    features.CACHE.clear()
+    params = backbone_params(freeze_fraction=1.0)
+    for _ in range(2):
+        start_trial(0)
+        fit_and_score(params, tiny, family="backbone", epochs=1, seed=0)
+    assert (features.CACHE.misses, features.CACHE.hits) == (1, 1)
