@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -62,9 +64,6 @@ def test_workers_get_their_own_sampler_seed_and_the_coordinator_keeps_the_config
 
 
 def test_a_process_is_dead_once_it_exits_and_other_hosts_are_never_judged(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         who = {**workers.identity(), "pid": child.pid, "start": workers._start_ticks(child.pid)}
@@ -75,3 +74,28 @@ def test_a_process_is_dead_once_it_exits_and_other_hosts_are_never_judged(tmp_pa
     assert workers.is_dead(who)
     assert not workers.is_dead({**who, "host": "some-other-machine"})
     assert workers.is_dead({**workers.identity(), "start": "1"})  # our pid, but another process's start time
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+import optuna
+from bench import tracking
+from bench.engines.optuna_engine import make_storage
+folder, me = Path(sys.argv[1]), sys.argv[2]
+(folder / f"ready-{me}").touch()
+while len(list(folder.glob("ready-*"))) < 2:  # both processes are imported: go at the same moment
+    time.sleep(0.001)
+optuna.create_study(study_name="race", storage=make_storage(f"sqlite:///{folder}/optuna.db"), load_if_exists=True)
+tracking.client().search_registered_models()
+"""
+
+
+def test_two_processes_starting_at_once_on_fresh_sqlite_files_both_succeed(tracking: Path) -> None:
+    # Without the file lock, 4 of 4 tries here crashed one process (duplicate column, UNIQUE alembic_version).
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tracking), name], env=searchproc.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in "ab"]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    study = optuna.load_study(study_name="race", storage=make_storage(f"sqlite:///{tracking}/optuna.db"))
+    assert study.trials == []

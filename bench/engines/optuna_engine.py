@@ -22,7 +22,6 @@ from optuna.trial import TrialState
 from bench import dblock, tracking, workers
 from bench.config import SearchConfig
 from bench.errors import BenchError
-from bench.trial import REASON_TAG, STATE_TAG, one_line
 from bench.space import suggest_optuna
 from bench.metrics import direction
 
@@ -144,6 +143,8 @@ def reap_dead_trials(study: optuna.Study, *, retries: int = RETRIES) -> list[opt
 def end_orphan_runs(ctx: Any, study: optuna.Study) -> int:
     """End FAILED (with the reason) the study's MLflow child runs left RUNNING by a process that died:
     those whose Optuna trial is no longer running. Returns how many were ended."""
+    from bench import trial as trial_module  # bench.trial imports TensorFlow: not needed to open a storage
+
     running = tracking.running_children(ctx.client, ctx.experiment_id, ctx.config.study_name)
     if not running:
         return 0
@@ -155,7 +156,8 @@ def end_orphan_runs(ctx: Any, study: optuna.Study) -> int:
             continue
         reason = trial.user_attrs.get(REASON_ATTR) or (f"no heartbeat from its worker for over {GRACE_S} s "
                                                         f"(process or machine died)")
-        tracking.log_batch(ctx.client, run.info.run_id, tags={STATE_TAG: "FAIL", REASON_TAG: reason})
+        tracking.log_batch(ctx.client, run.info.run_id, tags={trial_module.STATE_TAG: "FAIL",
+                                                              trial_module.REASON_TAG: reason})
         ctx.client.set_terminated(run.info.run_id, "FAILED")
         ended += 1
     if ended:
@@ -217,6 +219,8 @@ def _wait_for_others(study: optuna.Study, retries: int) -> None:
 
 
 def run(ctx: Any) -> None:
+    from bench import trial as trial_module
+
     config, space = ctx.config, ctx.space
     retries = _retries(config)
     study = create_study(config)
@@ -248,7 +252,7 @@ def run(ctx: Any) -> None:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            trial.set_user_attr(REASON_ATTR, one_line(exc))
+            trial.set_user_attr(REASON_ATTR, trial_module.one_line(exc))
             raise
         finally:
             trial.set_user_attr("mlflow_run_id", runner.last_run_id)
