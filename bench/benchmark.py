@@ -30,6 +30,7 @@ from bench.space import defaults, list_spaces, load_space
 
 REFERENCE_DIR = "reference"
 BUDGET_UNITS = ("trials", "seconds")
+TIMEOUT_ENGINES = {"optuna"}  # engines that stop on SearchConfig.timeout (KerasTuner's search has no time limit)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class BenchmarkConfig:
     experiment: str = "hemabench"
     registered_model: str = "bloodcell-classifier"
     register: bool = False
-    weights: str = "none"  # pretrained backbones: none | imagenet | path to a weights file
+    weights: str = "none"  # backbones: none | imagenet | a weights file, or per backbone: mobilenet_v2=<file>,resnet50=imagenet
     objective: str = "val_f1_macro"
     storage: str = ""
     n_bootstrap: int = 1000
@@ -63,7 +64,25 @@ class BenchmarkConfig:
         for name, ok, rule in rules:
             if not ok:
                 raise ConfigError(f"The '{name}' parameter must be {rule}. Got {getattr(self, name)!r} instead.")
-        select(self.contenders)  # unknown names fail here, before any data is loaded
+        chosen = select(self.contenders)  # unknown names fail here, before any data is loaded
+        untimed = [c.name for c in chosen if c.kind == "search" and c.config.get("engine") not in TIMEOUT_ENGINES]
+        if self.budget_unit == "seconds" and untimed:
+            raise ConfigError(f"contenders {', '.join(untimed)} cannot stop on a wall-clock budget (their engine has no "
+                              f"timeout): use budget_unit=trials, or choose contenders without them")
+        weights_for(self.weights, None)
+
+
+def weights_for(spec: str, backbone: str | None) -> str:
+    """The weights one backbone gets: `spec` itself (none, imagenet, a path) for every backbone, or its entry in
+    `name=value,name=value` (a backbone not listed gets none)."""
+    if "=" not in spec:
+        return spec
+    pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
+    bad = [part for part in pairs if not part[0].strip() or not part[1].strip()]
+    if bad:
+        raise ConfigError(f"The 'weights' parameter must be none, imagenet, a path, or backbone=value pairs separated by "
+                          f"commas. Got {spec!r} instead.")
+    return {name.strip(): value.strip() for name, value in pairs}.get(backbone or "", "none")
 
 
 def make_benchmark_config(**values: Any) -> BenchmarkConfig:
@@ -156,6 +175,7 @@ class Outcome:
     model_run_id: str = ""
     search_config: SearchConfig | None = None
     space: str = ""
+    weights: str = ""  # what a pretrained backbone started from ("" for the rest)
     trial: int = 0
     study: str = ""
     started: float = 0.0  # epoch seconds, for the search race
@@ -182,11 +202,14 @@ class Bench:
     def search_config(self, contender: Contender, **extra: Any) -> SearchConfig:
         cfg = self.config
         search_only = {k: v for k, v in contender.config.items() if k != "space"}
+        space = load_space(contender.config.get("space", "scratch_cnn"))
+        backbone = next((p.default for p in space.params if p.name == "backbone" and p.type == "fixed"), None)
         budget = {"trials": int(cfg.budget)} if cfg.budget_unit == "trials" else {"trials": 100000, "timeout": cfg.budget}
         experiment = self.client.get_experiment(self.experiment_id).name
         values = dict(data=cfg.data, space=contender.config.get("space", "scratch_cnn"), epochs=cfg.epochs,
                       image_size=cfg.image_size, seed=cfg.seed, experiment=experiment, registered_model=cfg.registered_model,
-                      storage=cfg.storage, study=self.study(contender), objective=cfg.objective, weights=cfg.weights,
+                      storage=cfg.storage, study=self.study(contender), objective=cfg.objective,
+                      weights=weights_for(cfg.weights, backbone),
                       register=False, verbose=cfg.verbose)
         return make_config(**{**values, **budget, **search_only, **extra})
 
@@ -231,7 +254,8 @@ def _run_reference(bench: Bench, contender: Contender) -> Outcome:
     m = outcome.metrics
     return Outcome(contender.name, contender.kind, outcome.run_id, test_prob=prob, val_value=outcome.value,
                    val_f1=m["val_f1_macro"], train_seconds=m["train_seconds"], trials=1, n_params=m["n_params"],
-                   model_uri=outcome.model_uri, model_run_id=outcome.run_id, search_config=cfg, space=space.name)
+                   model_uri=outcome.model_uri, model_run_id=outcome.run_id, search_config=cfg, space=space.name,
+                   weights=_weights_label(space.family, cfg))
 
 
 @contextlib.contextmanager
@@ -263,8 +287,9 @@ def _run_search(bench: Bench, contender: Contender) -> Outcome:
         if c.get_run(parent).info.status == "RUNNING":  # failed before bench.search took the run over
             c.set_terminated(parent, "FAILED")
         raise
+    space = load_space(cfg.space)
     out = Outcome(contender.name, contender.kind, parent, search_config=cfg, study=cfg.study_name, started=started,
-                  space=load_space(cfg.space).name)
+                  space=space.name, weights=_weights_label(space.family, cfg))
     trials = c.search_runs([bench.experiment_id], f"tags.`hemabench.study` = '{cfg.study_name}' and "
                            f"tags.`hemabench.role` = 'trial'", max_results=50000)
     out.trials = len(trials)
@@ -279,6 +304,10 @@ def _run_search(bench: Bench, contender: Contender) -> Outcome:
     out.n_params = best.data.metrics.get("n_params", np.nan)
     out.model_uri, out.model_run_id, out.trial = best.data.tags.get("hemabench.model_uri", ""), best.info.run_id, result.best["trial"]
     return out
+
+
+def _weights_label(family: str, cfg: SearchConfig) -> str:
+    return Path(cfg.weights).name if family == "backbone" else ""
 
 
 KINDS: dict[str, Callable[[Bench, Contender], Outcome]] = {"null": _run_null, "reference": _run_reference, "search": _run_search}

@@ -23,7 +23,7 @@ GRID_COLUMNS = 4
 def table_row(outcome: Any, ds: Any, config: Any) -> dict[str, Any]:
     """One contender's row: test metrics with bootstrap intervals (by group where the split has groups),
     validation F1 and its gap to test, calibration, cost and size."""
-    row: dict[str, Any] = {"contender": outcome.name, "kind": outcome.kind}
+    row: dict[str, Any] = {"contender": outcome.name, "kind": outcome.kind, "weights": outcome.weights}
     if outcome.test_prob is None:
         return {**row, "error": outcome.error or "no model"}
     intervals = bootstrap_intervals(ds.y_test, outcome.test_prob, groups=ds.groups_test, n_resamples=config.n_bootstrap,
@@ -65,7 +65,9 @@ def markdown(table: pd.DataFrame) -> str:
                       num(int(r["n_params"]) if pd.notna(r["n_params"]) else None, ",d")]
         else:
             cells = [f"failed: {r.get('error', '')}"] + [""] * (len(head) - 3)
-        lines.append("| " + " | ".join([r["contender"], r["kind"], *cells]) + " |")
+        weights = r.get("weights")
+        kind = f"{r['kind']} ({weights} weights)" if isinstance(weights, str) and weights else r["kind"]
+        lines.append("| " + " | ".join([r["contender"], kind, *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -130,6 +130,9 @@ def test_contender_registry_names_are_unique_and_the_default_set_has_every_kind(
     ({"budget_unit": "hours"}, "The 'budget_unit' parameter must be one of trials, seconds"),
     ({"epochs": "two"}, "The 'epochs' parameter must be of type int. Got 'two' instead."),
     ({"colour": "red"}, "unknown parameter 'colour'"),
+    ({"budget_unit": "seconds", "budget": "60", "contenders": "null_model,kt_hyperband_scratch"},
+     "contenders kt_hyperband_scratch cannot stop on a wall-clock budget"),
+    ({"weights": "mobilenet_v2=,resnet50=imagenet"}, "The 'weights' parameter must be none, imagenet, a path, or backbone=value"),
 ])
 def test_bad_parameters_are_one_line_errors_before_any_work(values, message) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -144,3 +147,13 @@ def test_every_mlproject_benchmark_parameter_reaches_the_command_and_the_config(
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"], name
     defaults = {k: v["default"] for k, v in entry["parameters"].items()}
     assert benchmark.make_benchmark_config(**{k: str(v) for k, v in defaults.items()}) == benchmark.BenchmarkConfig()
+
+
+def test_weights_apply_to_every_backbone_or_per_backbone() -> None:
+    assert benchmark.weights_for("imagenet", "resnet50") == "imagenet"
+    per = "mobilenet_v2=/w/mobilenet.h5, resnet50=imagenet"
+    assert benchmark.weights_for(per, "mobilenet_v2") == "/w/mobilenet.h5"
+    assert benchmark.weights_for(per, "resnet50") == "imagenet"
+    assert benchmark.weights_for(per, "efficientnet_b0") == "none"  # not listed: random initialisation
+    config = benchmark.make_benchmark_config(budget_unit="seconds", budget="30", contenders="null_model,optuna_tpe_scratch")
+    assert config.budget == 30.0
