@@ -94,7 +94,7 @@ def run(config: SearchConfig) -> SearchResult:
         tracking.log_params_once(c, parent, vars(config))
         summary.log_dataset(c, parent, dataset)
         workers.start(config, parent).wait()
-        engine(config.engine)(ctx)  # workers=1: runs the trials; else finishes what the workers left undone
+        engine(config.engine)(ctx)  # workers=1: runs the trials; else waits for other machines and tidies up
         result = summary.finish(ctx)
         status = "FINISHED"
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """Worker processes: N processes on one machine (or many machines) working on one study through its storage.
 
 The coordinator (a plain `python -m bench search`) creates the parent MLflow run and the study, starts
-`workers` processes of the same command with `BENCH_PARENT_RUN_ID` set, waits for them, finishes what they
-left undone (trials they could not run, trials still running on other machines) and writes the summary once. A process started with `BENCH_PARENT_RUN_ID` is a worker: it attaches
+`workers` processes of the same command with `BENCH_PARENT_RUN_ID` set, waits for them (and for trials still
+running on other machines), ends what dead workers left RUNNING, and writes the summary once. A process started with `BENCH_PARENT_RUN_ID` is a worker: it attaches
 its trials to that parent run and skips the summary, so more workers can join from other machines.
 
 Workers are separate interpreters (subprocesses), never forks: TensorFlow does not survive `fork`.
@@ -105,16 +105,21 @@ class Pool:
     procs: list[subprocess.Popen]
 
     def wait(self) -> None:
-        """Wait for every worker; on an interrupt or error here, stop them first. A failed worker is reported,
-        not raised: its finished trials are kept, and the caller's engine finishes what is left."""
+        """Wait for every worker; on an interrupt or error here, stop them first. A failed worker is reported
+        (its finished trials are kept); when every worker failed, the search stops with one line."""
         try:
             codes = [p.wait() for p in self.procs]
         except BaseException:
             self.stop()
             raise
-        for index, rc in enumerate(codes, start=1):
-            if rc != 0:
-                print(f"worker {index} exited with status {rc}; its finished trials are kept", flush=True)
+        failed = [(index, rc) for index, rc in enumerate(codes, start=1) if rc != 0]
+        for index, rc in failed:
+            print(f"worker {index} exited with status {rc}; its finished trials are kept", flush=True)
+        if failed and len(failed) == len(codes):
+            from bench.errors import BenchError
+
+            raise BenchError(f"all {len(codes)} workers failed (exit status {', '.join(str(rc) for _, rc in failed)}; "
+                             f"their error lines are above); the same command resumes the study")
 
     def stop(self) -> None:
         """Ask each worker to stop (SIGINT: its trial ends FAILED, not RUNNING), then kill stragglers."""

@@ -56,6 +56,22 @@ def test_a_live_trial_is_left_alone_and_retries_stop_at_the_limit(tmp_path: Path
     assert len(exhausted.trials) == 1
 
 
+def test_an_rdb_trial_without_heartbeat_is_failed_and_requeued_by_the_storage(tmp_path: Path) -> None:
+    # The same callback as make_storage's, with a 1 s grace period instead of GRACE_S.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=1,
+                                             heartbeat_stale_trial_callback=RetryDeadTrial(1))
+        study = optuna.create_study(storage=storage)
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+        storage.record_heartbeat(trial._trial_id)  # then the process "dies": no more heartbeats
+        time.sleep(2.5)
+        optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params
+
+
 @pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_to_the_requested_count_without_running_runs(tracking: Path) -> None:
     space, storage = searchproc.write_space(tracking), str(tracking / "optuna.journal")

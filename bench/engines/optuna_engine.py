@@ -260,7 +260,10 @@ def run(ctx: Any) -> None:
 
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
-    if _claimed(study) < config.trials:
+    if config.workers > 1:  # only a coordinator gets here with workers > 1: its worker processes ran the trials
+        print(f"study {config.study_name}: {done} of {config.trials} trials finished by {config.workers} workers",
+              flush=True)
+    elif _claimed(study) < config.trials:
         if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
         with warnings.catch_warnings():
