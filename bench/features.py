@@ -74,8 +74,11 @@ def inner_cut(model: keras.Model) -> Any | None:
         leading += 1
     # last_use[i]: the highest position reading any output of layer i (model outputs count as "after all").
     last_use = list(range(len(order)))
+    own = model._nodes  # keys "<id(layer)>_ib-<index>": not the nodes of other models sharing a layer
     for i, layer in enumerate(order):
-        for node in layer._inbound_nodes:
+        for index, node in enumerate(layer._inbound_nodes):
+            if f"{id(layer)}_ib-{index}" not in own:
+                continue
             for tensor in node.input_tensors:
                 j = position.get(id(_producer(tensor)))
                 if j is not None:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bench import features
 from bench.data import class_weights
 from bench.errors import ConfigError
 from bench.metrics import classification_metrics, direction
@@ -128,8 +129,6 @@ def fit_and_score(
     head warm-up then fine-tuning). In each phase, when the model starts with a frozen, deterministic
     prefix (`bench.features`), that prefix's outputs are computed once (cached across trials) and only the
     rest is trained on them; the returned model is always the full raw-pixels -> softmax model."""
-    from bench import features  # imports this module's helpers; kept out of the import cycle
-
     n_classes = len(dataset.class_names)
     model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed,
                         weights=weights)
