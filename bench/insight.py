@@ -121,7 +121,7 @@ def gallery_png(tiles: list[np.ndarray], titles: list[tuple[str, bool]], path: P
     from PIL import Image
 
     rows = max(1, -(-len(tiles) // cols))
-    gap, head = 8, 26
+    gap, head = 8, 40
     height, width = head + rows * (band + tile + gap), cols * (tile + gap) + gap
     mosaic = np.full((height, width, 3), 255, np.uint8)
     spots = []
@@ -150,7 +150,7 @@ def gallery_figure(tiles: list[np.ndarray], titles: list[tuple[str, bool]], titl
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_annotations(font_size=10)
-    fig.update_layout(title=title, height=230 * rows + 80, width=210 * cols, margin={"l": 10, "r": 10, "t": 90, "b": 10})
+    fig.update_layout(title=title.replace("\n", "<br>"), height=230 * rows + 80, width=210 * cols, margin={"l": 10, "r": 10, "t": 90, "b": 10})
     return fig
 
 
@@ -175,8 +175,10 @@ def reliability_png(bins: dict[str, np.ndarray], ece: float, path: Path, title: 
     filled = bins["count"] > 0
     left = bins["lower"][filled]
     top.bar(left, bins["accuracy"][filled], width=width, align="edge", color="steelblue", edgecolor="black", label="accuracy")
+    # The gap is an unfilled hatched box between accuracy and confidence, so it never hides the accuracy bar.
     top.bar(left, bins["confidence"][filled] - bins["accuracy"][filled], bottom=bins["accuracy"][filled], width=width,
-            align="edge", color="salmon", alpha=0.6, edgecolor="firebrick", hatch="//", label="gap to confidence")
+            align="edge", fill=False, edgecolor="firebrick", hatch="//", lw=0.8, label="gap to confidence")
+    top.plot(left + width / 2, bins["confidence"][filled], "D", color="firebrick", ms=4, label="mean confidence")
     top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
     top.set(ylabel="accuracy", ylim=(0, 1), xlim=(0, 1), title=f"{title}\nECE {ece:.4f} ({len(bins['count'])} bins)")
     top.legend(loc="upper left", fontsize=8)
@@ -229,7 +231,7 @@ def write_insights(folder: Path, model: keras.Model, images: np.ndarray, y_true:
         heat = grad_cam(model, images[idx], prob[idx].argmax(axis=1), layer=layer)[0] if layer else [None] * len(idx)
         tiles = [overlay(images[i], h) for i, h in zip(idx, heat)]
         titles = _titles(y_true, prob, idx, class_names)
-        heading = f"{title}: {what}" + (f" (layer {layer.name})" if layer else " (no conv feature map)")
+        heading = f"{title}: {what}\n" + (f"(feature map: layer {layer.name})" if layer else "(no conv feature map)")
         gallery_png(tiles, titles, folder / f"{name}.png", heading)
         write_html(gallery_figure(tiles, titles, heading), folder / f"{name}.html")
     ece = expected_calibration_error(y_true, prob, n_bins=N_BINS)
