@@ -22,9 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -65,6 +67,7 @@ def leaderboard_view(runs: Any, *, objective: str, study: str | None = None) -> 
         "orderByAsc": direction(objective) == "minimize",
         "selectedColumns": columns,
         "columnOrder": columns,
+        "columnWidths": {column_key("attributes", "Description"): 260},  # the default width hides the metrics
     }
 
 
@@ -136,19 +139,29 @@ class Server:
         self.stop()
 
 
+def _last_line(log_path: Path | None) -> str:
+    if log_path is None or not log_path.exists():
+        return ""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return f": {lines[-1][:300]}" if lines else ""
+
+
 def start_server(backend_store_uri: str, *, port: int, host: str = "127.0.0.1", timeout: float = 60.0,
-                 log: Any = subprocess.DEVNULL) -> Server:
-    """Start `mlflow ui` and wait until `/health` answers; one-line error if it exits or stays silent."""
+                 log_path: Path | None = None) -> Server:
+    """Start `mlflow ui` (its output to `log_path`, or nowhere) and wait until `/health` answers; one-line error,
+    with the log's last line, if it exits or stays silent."""
     _check_port(host, port)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_store_uri, "--host", host,
                "--port", str(port), "--workers", "1"]
-    process = subprocess.Popen(command, env={**os.environ, **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    with open(log_path, "w") if log_path else open(os.devnull, "w") as log:
+        process = subprocess.Popen(command, env={**os.environ, **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     server = Server(process, f"http://{host}:{port}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchError(f"mlflow ui exited with status {process.returncode} before answering on {server.base_url}")
+            raise BenchError(f"mlflow ui exited with status {process.returncode} before answering on "
+                             f"{server.base_url}{_last_line(log_path)}")
         try:
             if requests.get(f"{server.base_url}/health", timeout=1).status_code == 200:
                 return server
@@ -156,7 +169,7 @@ def start_server(backend_store_uri: str, *, port: int, host: str = "127.0.0.1", 
             pass
         time.sleep(0.25)
     server.stop()
-    raise BenchError(f"mlflow ui did not answer on {server.base_url} within {timeout:.0f}s")
+    raise BenchError(f"mlflow ui did not answer on {server.base_url} within {timeout:.0f}s{_last_line(log_path)}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -173,10 +186,12 @@ def main(experiment: str, *, port: int = 5000, backend_store_uri: str | None = N
     # The server runs in its own process group; a SIGTERM to us must still take it down.
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
-    with start_server(uri, port=port, log=None) as server:
-        print(f"MLflow UI up in {time.perf_counter() - started:.1f}s ({uri}); leaderboard of experiment "
-              f"'{experiment}'{f' study {study}' if study else ''}:\n  {leaderboard_url(server.base_url, experiment_id, key)}\n"
-              f"Ctrl-C stops it.", flush=True)
+    # The server's access log would bury the link: it goes to a file, named in the message.
+    log_path = Path(tempfile.gettempdir()) / f"hemabench-mlflow-ui-{port}.log"
+    with start_server(uri, port=port, log_path=log_path) as server:
+        print(f"MLflow UI up in {time.perf_counter() - started:.1f}s ({uri}, log {log_path}); leaderboard of "
+              f"experiment '{experiment}'{f' study {study}' if study else ''}:\n"
+              f"  {leaderboard_url(server.base_url, experiment_id, key)}\nCtrl-C stops it.", flush=True)
         try:
             server.process.wait()
         except KeyboardInterrupt:

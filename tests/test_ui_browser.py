@@ -89,3 +89,17 @@ def test_search_logs_insight_to_the_parent_run(searched) -> None:
     assert {"insight/gradcam.png", "insight/gradcam.html", "insight/reliability.png", "insight/reliability.html",
             "insight/mistakes.png"} <= logged
     assert 0 <= c.get_run(searched.parent_run_id).data.metrics["test_ece"] <= 1
+
+
+def test_a_busy_port_is_one_line_exit_2(searched, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from bench import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["ui", "--experiment", "tests", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: port {port} on 127.0.0.1 is not free") and "\n" not in err
