@@ -60,7 +60,7 @@ def register(c: MlflowClient, *, config: Any, run_id: str, model_uri: str, datas
     existing = c.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if existing:  # a resumed study whose best trial is already registered: no duplicate version
         version = c.get_model_version(name, existing[0].version)
-        return Registered(str(version.version), ",".join(version.aliases) or "none", "already registered")
+        return Registered(version.version, ",".join(version.aliases) or "none", "already registered")
     try:
         champion = c.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
@@ -82,4 +82,4 @@ def register(c: MlflowClient, *, config: Any, run_id: str, model_uri: str, datas
     c.set_registered_model_alias(name, alias, version.version)
     if alias == CHAMPION and champion is not None:
         c.set_model_version_tag(name, champion.version, "hemabench.superseded_by", str(version.version))
-    return Registered(str(version.version), alias, reason)
+    return Registered(version.version, alias, reason)

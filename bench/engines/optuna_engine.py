@@ -301,7 +301,9 @@ def figures(study: optuna.Study) -> dict[str, Any]:
     out = {}
     for name, make in makers.items():
         try:
-            out[name] = make(study)
+            with warnings.catch_warnings():  # a small study is fine: its importances are just flat
+                warnings.filterwarnings("ignore", "The number of trials is too small", UserWarning)
+                out[name] = make(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
     return out
