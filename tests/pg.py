@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,13 +80,3 @@ def start() -> Cluster:
         raise
     return cluster
 
-
-def wait_ready(cluster: Cluster, *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", cluster.port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PostgreSQL did not listen on port {cluster.port} within {timeout} s")
-        time.sleep(0.2)
