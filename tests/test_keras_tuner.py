@@ -42,6 +42,7 @@ def test_trials_are_finished_child_runs_with_the_optuna_engines_params_metrics_a
         assert run.data.tags["hemabench.study"] == config.study_name
         assert {"learning_rate", "n_blocks", "optimizer", "batch_size", "epochs", "family"} <= set(run.data.params)
         assert not any(key.startswith("tuner/") for key in run.data.params)
+        assert run.data.params["batch_norm"] in ("True", "False")  # the YAML's booleans, not KerasTuner's 0/1
         assert VAL_KEYS | {"best_epoch", "train_seconds", "n_params", "trial_seconds"} <= set(run.data.metrics)
         assert {m.step for m in c.get_metric_history(run.info.run_id, "val_accuracy")} == {1}  # one epoch
         assert TRIAL_ARTIFACTS <= {a.path for a in c.list_artifacts(run.info.run_id)}

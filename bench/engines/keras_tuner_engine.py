@@ -43,7 +43,18 @@ class SpaceHyperModel(kt.HyperModel):
         self.space = space
 
     def build(self, hp: kt.HyperParameters) -> dict[str, Any]:
-        return suggest_keras_tuner(self.space, hp)
+        return as_declared(self.space, suggest_keras_tuner(self.space, hp))
+
+
+def as_declared(space: Space, values: dict[str, Any]) -> dict[str, Any]:
+    """KerasTuner's Choice turns [false, true] into 0/1; give back the YAML's own choice (True, not 1) so
+    both engines log the same parameter values."""
+    choices = {p.name: p.choices for p in space.params if p.type == "categorical"}
+    out = {}
+    for name, value in values.items():
+        same = [c for c in choices.get(name, ()) if c == value]
+        out[name] = next((c for c in same if type(c) is type(value)), same[0] if same else value)
+    return out
 
 
 class _Abort(kt.errors.FatalError):
