@@ -30,6 +30,10 @@ from bench.space import defaults, list_spaces, load_space
 
 REFERENCE_DIR = "reference"
 BUDGET_UNITS = ("trials", "seconds")
+# The default set: the null floor, both scratch references, the cheap frozen backbone (its features are computed
+# once), and three search strategies on the scratch space (TPE + median pruning, random + no pruning, Hyperband);
+# measured at about N minutes on 2 shared cores at the default budget. `contenders=all` adds the rest.
+DEFAULT_REFERENCES = ("keras_sequential_cnn", "four_block_cnn_sgd", "mobilenet_v2_frozen")
 TIMEOUT_ENGINES = {"optuna"}  # engines that stop on SearchConfig.timeout (KerasTuner's search has no time limit)
 
 
@@ -132,12 +136,13 @@ def _backbone_spaces() -> list[str]:
 
 
 def contenders() -> list[Contender]:
-    refs = [Contender(p.stem, "reference", {"space": str(p)}, default=p.stem in ("keras_sequential_cnn", "four_block_cnn_sgd"))
+    refs = [Contender(p.stem, "reference", {"space": str(p)}, default=p.stem in DEFAULT_REFERENCES)
             for p in sorted((paths.SEARCH_SPACES_DIR / REFERENCE_DIR).glob("*.yaml"))]
     searches = [
         Contender("optuna_tpe_scratch", "search", {"space": "scratch_cnn", "engine": "optuna", "sampler": "tpe", "pruner": "median"}),
         Contender("optuna_random_scratch", "search", {"space": "scratch_cnn", "engine": "optuna", "sampler": "random", "pruner": "none"}),
-        Contender("kt_random_scratch", "search", {"space": "scratch_cnn", "engine": "keras-tuner", "tuner": "random"}),
+        Contender("kt_random_scratch", "search", {"space": "scratch_cnn", "engine": "keras-tuner", "tuner": "random"},
+                  default=False),
         Contender("kt_hyperband_scratch", "search", {"space": "scratch_cnn", "engine": "keras-tuner", "tuner": "hyperband"}),
     ]
     backbones = [Contender(f"optuna_tpe_{name}", "search", {"space": name, "engine": "optuna", "sampler": "tpe", "pruner": "median"},
@@ -334,7 +339,7 @@ def run(config: BenchmarkConfig) -> pd.DataFrame:
           f"MLflow run {parent}", flush=True)
     status, outcomes = "FAILED", []
     try:
-        tracking.log_batch(c, parent, params=vars(config))
+        tracking.log_params_once(c, parent, vars(config))  # `mlflow run` has logged its own strings already
         for contender in chosen:
             print(f"\n=== {contender.name} ({contender.kind}) ===", flush=True)
             t0 = time.perf_counter()

@@ -157,3 +157,18 @@ def test_weights_apply_to_every_backbone_or_per_backbone() -> None:
     assert benchmark.weights_for(per, "efficientnet_b0") == "none"  # not listed: random initialisation
     config = benchmark.make_benchmark_config(budget_unit="seconds", budget="30", contenders="null_model,optuna_tpe_scratch")
     assert config.budget == 30.0
+
+
+def test_under_mlflow_run_the_benchmark_adopts_the_run_and_its_logged_string_params(tracking, monkeypatch) -> None:
+    c = MlflowClient()
+    experiment = c.create_experiment("projects")
+    run_id = c.create_run(experiment).info.run_id
+    for key, value in {"budget": "4", "register": "false", "storage": "''"}.items():  # how `mlflow run` logs them
+        c.log_param(run_id, key, value)
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    table = benchmark.run(benchmark.make_benchmark_config(data=TINY_DATA, image_size="32", contenders="null_model",
+                                                          n_bootstrap="100"))
+    assert c.get_run(table["run_id"].iloc[0]).data.tags["mlflow.parentRunId"] == run_id
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["budget"] == "4"
+    assert "benchmark.md" in {a.path for a in c.list_artifacts(run_id)}
