@@ -32,7 +32,8 @@ REFERENCE_DIR = "reference"
 BUDGET_UNITS = ("trials", "seconds")
 # The default set: the null floor, both scratch references, the cheap frozen backbone (its features are computed
 # once), and three search strategies on the scratch space (TPE + median pruning, random + no pruning, Hyperband);
-# measured at about N minutes on 2 shared cores at the default budget. `contenders=all` adds the rest.
+# `mlflow run . -e benchmark --env-manager local` took 592 s on 2 shared CPU cores (load ~3). `contenders=all` adds
+# the rest: KerasTuner random search, the ResNet50 references and an Optuna search of every backbone space.
 DEFAULT_REFERENCES = ("keras_sequential_cnn", "four_block_cnn_sgd", "mobilenet_v2_frozen")
 TIMEOUT_ENGINES = {"optuna"}  # engines that stop on SearchConfig.timeout (KerasTuner's search has no time limit)
 

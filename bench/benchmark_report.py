@@ -66,7 +66,7 @@ def markdown(table: pd.DataFrame) -> str:
         else:
             cells = [f"failed: {r.get('error', '')}"] + [""] * (len(head) - 3)
         weights = r.get("weights")
-        kind = f"{r['kind']} ({weights} weights)" if isinstance(weights, str) and weights else r["kind"]
+        kind = f"{r['kind']} (weights {weights})" if isinstance(weights, str) and weights else r["kind"]
         lines.append("| " + " | ".join([r["contender"], kind, *cells]) + " |")
     return "\n".join(lines)
 
