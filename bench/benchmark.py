@@ -313,7 +313,10 @@ def _run_search(bench: Bench, contender: Contender) -> Outcome:
 
 
 def _weights_label(family: str, cfg: SearchConfig) -> str:
-    return Path(cfg.weights).name if family == "backbone" else ""
+    if family != "backbone":
+        return ""
+    name = Path(cfg.weights).name
+    return cfg.weights if cfg.weights in ("none", "imagenet") else f"file {name[:20]}…" if len(name) > 20 else f"file {name}"
 
 
 KINDS: dict[str, Callable[[Bench, Contender], Outcome]] = {"null": _run_null, "reference": _run_reference, "search": _run_search}
