@@ -22,6 +22,12 @@ venv: $(STAMP)
 search: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e search --env-manager local --experiment-name $(EXPERIMENT) $(ARGS)
 
+benchmark: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e benchmark --env-manager local --experiment-name $(EXPERIMENT) $(ARGS)
+
+ui: venv
+	$(BIN)/python -m bench ui --experiment $(EXPERIMENT) $(ARGS)
+
 test: venv
 	$(BIN)/python -m pytest $(ARGS)
 

@@ -10,8 +10,6 @@ __version__ = "0.1.0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 for _pattern in (
-    r"Add type hints to the `predict` method",  # our pyfunc parses its own input on purpose
-    r"Passing a Python object as `python_model`",
     r"Some regimes for parameter",  # Optuna importances on few trials
     r"Target and region quantiles select the same set",
 ):

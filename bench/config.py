@@ -39,6 +39,7 @@ class SearchConfig:
     register: bool = True
     workers: int = 1
     max_consecutive_failures: int = 5
+    retries: int = 1  # how often a trial whose process died is run again
     verbose: int = 0
 
     def __post_init__(self) -> None:
@@ -54,6 +55,7 @@ class SearchConfig:
             ("tuner", self.tuner in TUNERS, f"one of {', '.join(TUNERS)}"),
             ("workers", self.workers >= 1, "an integer >= 1"),
             ("max_consecutive_failures", self.max_consecutive_failures >= 1, "an integer >= 1"),
+            ("retries", self.retries >= 0, "an integer >= 0"),
             ("experiment", bool(self.experiment.strip()), "a non-empty name"),
             ("registered_model", bool(self.registered_model.strip()), "a non-empty name"),
         ]
@@ -66,7 +68,9 @@ class SearchConfig:
         if self.study:
             return self.study
         data = Path(self.data).stem if ("/" in self.data or self.data.endswith((".yaml", ".npz"))) else self.data
-        return f"{Path(self.space).stem}-{data}-{self.image_size}px"
+        # Engines keep separate studies: their trial numbers and resume state are their own.
+        engine = "" if self.engine == "optuna" else f"-{self.engine}"
+        return f"{Path(self.space).stem}-{data}-{self.image_size}px{engine}"
 
     @property
     def storage_url(self) -> str:

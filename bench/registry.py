@@ -23,7 +23,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 @dataclass(frozen=True)
 class Registered:
-    version: str
+    version: int | str  # as MLflow returns it
     alias: str
     reason: str
 

@@ -19,6 +19,7 @@ Every parameter has a default, so `defaults(space)` is a definite model (KerasTu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -234,6 +235,14 @@ def defaults(space: Space) -> dict[str, Any]:
     return resolve(space, lambda p: p.default)
 
 
+def _on_step(value: float, step: float | None) -> float:
+    """0.8999999999999999 -> 0.9 for a 0.1 step: log what the user wrote in the YAML."""
+    if not step:
+        return value
+    decimals = max(0, -Decimal(str(step)).as_tuple().exponent)
+    return round(value, decimals)
+
+
 def suggest_optuna(space: Space, trial: Any) -> dict[str, Any]:
     """Optuna suggestions; conditional parameters are only suggested when active."""
 
@@ -242,7 +251,8 @@ def suggest_optuna(space: Space, trial: Any) -> dict[str, Any]:
             return trial.suggest_categorical(p.name, list(p.choices))
         if p.type == "int":
             return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-        return trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
+        value = trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
+        return _on_step(value, p.step)
 
     return resolve(space, pick)
 

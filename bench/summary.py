@@ -19,7 +19,6 @@ from bench.metrics import classification_metrics
 from bench.plots import write_evaluation_artifacts, write_html
 from bench.report import summary_table
 
-KERAS_FILE = "artifacts/model.keras"  # where bench.serving.log_model stores the Keras model in the logged model
 
 
 def previous_parent(c: MlflowClient, experiment_id: str, study: str) -> str | None:
@@ -51,6 +50,8 @@ def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
 
 def load_keras_model(model_uri: str) -> Any:
     import keras
+
+    from bench.serving import KERAS_FILE
 
     # `models:/<id>/sub/path` is not a valid artifact URI: fetch the (small) model folder, then the file.
     folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)

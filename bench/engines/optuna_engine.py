@@ -39,7 +39,7 @@ PRUNERS: dict[str, Callable[[SearchConfig], optuna.pruners.BasePruner]] = {
 }
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR, REASON_ATTR = "worker", "fail_reason"  # trial user attrs: who runs it, why it failed
-RETRIES = 1  # how often a trial whose process died is run again (config.retries overrides it when present)
+RETRIES = 1  # default for make_storage; a search passes config.retries
 # RDB storages: each trial's process writes a heartbeat; a trial silent for GRACE_S is failed (and retried) by
 # the next trial start anywhere. Journal files have no heartbeat in Optuna 5.0; there `reap_dead_trials` checks
 # the recorded process instead (same host only).
@@ -112,7 +112,7 @@ def prepare(config: SearchConfig) -> None:
 
 
 def _retries(config: SearchConfig) -> int:
-    return int(getattr(config, "retries", RETRIES))
+    return config.retries
 
 
 def reap_dead_trials(study: optuna.Study, *, retries: int = RETRIES) -> list[optuna.trial.FrozenTrial]:
@@ -238,6 +238,8 @@ def run(ctx: Any) -> None:
     ctx.progress.set_best(_best(study))
     me = workers.identity()
 
+    fatal: list[BenchError] = []
+
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, me)  # lets a later process on this host see that this one died
         params = suggest_optuna(space, trial)
@@ -253,6 +255,9 @@ def run(ctx: Any) -> None:
             raise
         except Exception as exc:
             trial.set_user_attr(REASON_ATTR, trial_module.one_line(exc))
+            if isinstance(exc, BenchError):  # bad input (weights offline, a bad space): every trial would fail
+                fatal.append(exc)
+                trial.study.stop()
             raise
         finally:
             trial.set_user_attr("mlflow_run_id", runner.last_run_id)
@@ -272,6 +277,8 @@ def run(ctx: Any) -> None:
                            gc_after_trial=True)
     else:
         print(f"study {config.study_name}: {done} trials finished, {config.trials} asked for", flush=True)
+    if fatal:
+        raise fatal[0]
     if stopper.streak >= stopper.limit:
         raise BenchError(f"stopping: {stopper.streak} trials failed in a row (max_consecutive_failures="
                          f"{stopper.limit}); last: {stopper.reason}")
