@@ -341,8 +341,8 @@ def run(config: BenchmarkConfig) -> pd.DataFrame:
     print(f"benchmark {bench.tag}: {len(chosen)} contenders ({', '.join(x.name for x in chosen)}); "
           f"{config.budget:g} {config.budget_unit} x {config.epochs} epochs per search; CIs resampled {grouped}; "
           f"MLflow run {parent}", flush=True)
-    status, outcomes = "FAILED", []
-    try:
+    outcomes = []
+    with tracking.ending(c, parent):
         tracking.log_params_once(c, parent, vars(config))  # `mlflow run` has logged its own strings already
         for contender in chosen:
             print(f"\n=== {contender.name} ({contender.kind}) ===", flush=True)
@@ -361,12 +361,6 @@ def run(config: BenchmarkConfig) -> pd.DataFrame:
         _log_results(bench, table, outcomes, race)
         if config.register:
             _register_winner(bench, outcomes)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        c.set_terminated(parent, status)
     print("\n" + markdown(table), flush=True)
     print(f"\nbenchmark done in {time.perf_counter() - started:.0f}s; MLflow run {parent}; "
           f"mlflow ui --backend-store-uri {paths.tracking_uri()}", flush=True)

@@ -89,19 +89,12 @@ def run(config: SearchConfig) -> SearchResult:
         else:
             engine(config.engine)(ctx)
         return SearchResult(config.study_name, parent, None, {}, None, time.perf_counter() - started)
-    status = "FAILED"
-    try:
+    with tracking.ending(c, parent):
         tracking.log_params_once(c, parent, vars(config))
         summary.log_dataset(c, parent, dataset)
         workers.start(config, parent).wait()
         engine(config.engine)(ctx)  # workers=1: runs the trials; else waits for other machines and tidies up
         result = summary.finish(ctx)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        c.set_terminated(parent, status)
     result.seconds = time.perf_counter() - started
     print(f"done in {result.seconds:.0f}s; MLflow UI: mlflow ui --backend-store-uri {tracking.paths.tracking_uri()}",
           flush=True)

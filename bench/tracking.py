@@ -7,7 +7,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -108,6 +109,20 @@ def running_children(c: MlflowClient, experiment_id: str, study: str) -> list[An
     """The study's trial runs still RUNNING (live ones, or ones a killed process left behind)."""
     return c.search_runs([experiment_id], f"tags.`hemabench.study` = '{study}' and tags.`hemabench.role` = 'trial' "
                                           f"and attributes.status = 'RUNNING'", max_results=10000)
+
+
+@contextmanager
+def ending(c: MlflowClient, run_id: str) -> Iterator[None]:
+    """End `run_id` FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any error: never RUNNING."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        c.set_terminated(run_id, status)
 
 
 def git_commit() -> str:

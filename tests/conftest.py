@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 
 TINY_DATA = "synthetic?n_per_class=10"
+# What every engine must log: final validation keys on each trial, test keys on the parent, trial artifacts.
+VAL_KEYS = {"val_accuracy", "val_precision_macro", "val_recall_macro", "val_f1_macro", "val_roc_auc_macro", "val_loss"}
+TEST_KEYS = {k.replace("val_", "test_") for k in VAL_KEYS}
+TRIAL_ARTIFACTS = {"confusion_matrix.png", "confusion_matrix.html", "roc_curve.png", "roc_curve.html",
+                   "classification_report.json"}
+
+
+def children(c, parent: str) -> list:
+    """The child runs of `parent`, by trial number."""
+    runs = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return sorted(runs, key=lambda r: int(r.data.tags["hemabench.trial"]))
 
 
 def isolate(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

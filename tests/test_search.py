@@ -10,17 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import search
-from tests.conftest import tiny_config
+from tests.conftest import TEST_KEYS, TRIAL_ARTIFACTS, VAL_KEYS, children, tiny_config
 
-VAL_KEYS = {"val_accuracy", "val_precision_macro", "val_recall_macro", "val_f1_macro", "val_roc_auc_macro", "val_loss"}
-TEST_KEYS = {k.replace("val_", "test_") for k in VAL_KEYS}
-TRIAL_ARTIFACTS = {"confusion_matrix.png", "confusion_matrix.html", "roc_curve.png", "roc_curve.html",
-                   "classification_report.json"}
-
-
-def children(c: MlflowClient, parent: str) -> list:
-    runs = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    return sorted(runs, key=lambda r: int(r.data.tags["hemabench.trial"]))
 
 
 @pytest.fixture(scope="module")
