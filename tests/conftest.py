@@ -20,6 +20,18 @@ def children(c, parent: str) -> list:
     return sorted(runs, key=lambda r: int(r.data.tags["hemabench.trial"]))
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_follows_environment():
+    """Code under test sets MLflow's tracking URI globally (as `mlflow` itself does); a test starts from its own
+    environment's store, not the previous test's."""
+    import mlflow
+
+    from bench import paths
+
+    mlflow.set_tracking_uri(paths.tracking_uri())
+    yield
+
+
 def isolate(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point MLflow (sqlite), the decode cache and the working directory at `folder`."""
     monkeypatch.chdir(folder)

@@ -33,6 +33,7 @@ def registered(tmp_path_factory):
     (root / "notes.png").write_text("not an image")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")  # an earlier test may have set another globally
         experiment = mlflow.create_experiment("predict", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             log_model(model, class_names=CLASSES, image_size=SIZE, registered_model_name="cells")
