@@ -194,6 +194,7 @@ def served(tmp_path_factory):
     model = tiny_model()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)  # an earlier test may have set another store globally
         experiment = mlflow.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             log_model(model, class_names=CLASSES, image_size=SIZE, registered_model_name="cells", limits=LIMITS)
