@@ -32,7 +32,8 @@ SAMPLERS: dict[str, Callable[[SearchConfig], optuna.samplers.BaseSampler]] = {
     "qmc": lambda c: optuna.samplers.QMCSampler(seed=c.seed, warn_independent_sampling=False),
 }
 PRUNERS: dict[str, Callable[[SearchConfig], optuna.pruners.BasePruner]] = {
-    "median": lambda c: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, c.epochs // 3)),
+    # Two finished trials are enough of a yardstick: on 10-trial studies a third unpruned dud costs a minute.
+    "median": lambda c: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, c.epochs // 4)),
     "hyperband": lambda c: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.epochs),
     "successive_halving": lambda c: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
     "none": lambda c: optuna.pruners.NopPruner(),
