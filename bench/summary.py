@@ -112,7 +112,7 @@ def finish(ctx: Any) -> Any:
                                     trial=int(best["trial"]), space=ctx.space.name)
     log_insight(c, parent, model, ds, test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
-    objective_test = config.objective.replace("val_", "test_", 1)
+    objective_test = registry.test_key(config.objective)
     print(f"\nbest trial {int(best['trial'])}: {config.objective}={best[config.objective]:.4f}, "
           f"{objective_test}={test_metrics[objective_test]:.4f}, test_accuracy={test_metrics['test_accuracy']:.4f}"
           + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),
