@@ -3,6 +3,8 @@
 import os
 import warnings
 
+from bench.quiet import install
+
 __version__ = "0.1.0"
 
 # Quiet defaults for a tool people watch: TF's C++ banner, MLflow's per-download progress bars, and library
@@ -14,3 +16,4 @@ for _pattern in (
     r"Target and region quantiles select the same set",
 ):
     warnings.filterwarnings("ignore", message=f".*{_pattern}")
+install()  # TensorFlow's C++ start-up lines (absl, oneDNN) never reach the console

@@ -16,7 +16,7 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
-    from bench.config import SearchConfig
+    from bench.search import SearchConfig
 
     for field in dataclasses.fields(SearchConfig):
         p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, metavar=type(field.default).__name__.upper(),
@@ -25,10 +25,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _search(ns: argparse.Namespace) -> int:
     from bench import search
-    from bench.config import SearchConfig, make_config
+    from bench.search import SearchConfig, make_config
 
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(SearchConfig)}
-    search.run(make_config(**values))
+    config = make_config(**values)  # validated before `search.run` loads TensorFlow
+    search.run(config)
     return 0
 
 
@@ -54,7 +55,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(ns: argparse.Namespace) -> int:
-    from bench import predict
+    from bench.serving import predict
 
     return predict.main(ns.model, ns.images, output=ns.output, out_file=ns.out)
 
@@ -71,7 +72,8 @@ def _benchmark(ns: argparse.Namespace) -> int:
     from bench import benchmark
 
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(benchmark.BenchmarkConfig)}
-    benchmark.run(benchmark.make_benchmark_config(**values))
+    config = benchmark.make_benchmark_config(**values)  # validated before the runner loads TensorFlow
+    benchmark.run(config)
     return 0
 
 
@@ -84,7 +86,7 @@ def _ui_args(p: argparse.ArgumentParser) -> None:
 
 
 def _ui(ns: argparse.Namespace) -> int:
-    from bench import ui
+    from bench.reporting import ui
 
     return ui.main(ns.experiment, port=ns.port, backend_store_uri=ns.backend_store_uri, study=ns.study,
                    objective=ns.objective)
@@ -100,7 +102,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _leaderboard(ns: argparse.Namespace) -> int:
-    from bench import leaderboard
+    from bench.reporting import leaderboard
 
     return leaderboard.main(ns.experiment, study=ns.study, objective=ns.objective, output=ns.output,
                             out_file=ns.out, top=ns.top)

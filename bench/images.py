@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 RESIZE_MODES = ("pad", "crop", "stretch")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # the side, in pixels, a model may take
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # Refuse images whose pixel count suggests a decompression bomb (PIL warns at ~89 M).
 MAX_PIXELS = 64_000_000

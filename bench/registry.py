@@ -1,85 +1,58 @@
-"""Registry rules: the `champion` alias moves only to a model that beats it on the same data and split.
-
-Every version carries tags for the dataset fingerprint, space, trial, test metrics and git commit, and
-`hemabench.alias`/`hemabench.reason`: the alias it was given at registration and why. A model that does not
-beat the champion (or was evaluated on other data or another split) gets alias `challenger`; a champion that
-is replaced gets `hemabench.superseded_by`. Registering the same run again returns its version (no duplicate).
+"""One registry shape for every pluggable kind: backbones, model families, dataset layouts, engines, samplers,
+pruners. Each kind has a frozen spec dataclass with a `name`; `Registry.get` fails with a one-line error that
+lists what exists, and tests parametrize over `Registry.names()` so that a new entry is tested by existing.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
-from bench import tracking
-from bench.metrics import direction
-
-CHAMPION, CHALLENGER = "champion", "challenger"
+from bench.errors import BenchError, ConfigError
 
 
-@dataclass(frozen=True)
-class Registered:
-    version: int | str  # as MLflow returns it
-    alias: str
-    reason: str
+class Named(Protocol):
+    name: str
 
 
-def decide(objective: str, new_value: float, new_fingerprint: str, champion_tags: dict[str, str] | None) -> tuple[str, str]:
-    """(alias, reason) for a new version against the current champion's tags."""
-    if champion_tags is None:
-        return CHAMPION, "first registered model"
-    if champion_tags.get("dataset_fingerprint") != new_fingerprint:
-        return CHALLENGER, (f"champion was evaluated on dataset {champion_tags.get('dataset_fingerprint')}, this model on "
-                            f"{new_fingerprint}: not comparable")
-    key = test_key(objective)
-    try:
-        old_value = float(champion_tags.get(key, "nan"))
-    except ValueError:
-        old_value = math.nan
-    if math.isnan(old_value):
-        return CHAMPION, f"champion has no {key} to compare; this model has {key} {new_value:.4f}"
-    maximize = direction(objective) == "maximize"
-    if new_value > old_value if maximize else new_value < old_value:  # a tie keeps the champion
-        return CHAMPION, f"{key} {new_value:.4f} beats champion's {old_value:.4f}"
-    return CHALLENGER, f"{key} {new_value:.4f} does not beat champion's {old_value:.4f}"
+S = TypeVar("S", bound=Named)
 
 
-def test_key(objective: str) -> str:
-    """The study objective on the test split: `val_f1_macro` -> `test_f1_macro`."""
-    return objective.replace("val_", "test_", 1)
+class Registry(Generic[S]):
+    """Named specs of one kind. `decorator(**fields)` registers a function as the spec's `field` (builder,
+    loader …) with the other fields given; `register(spec)` registers a spec built by hand."""
 
+    def __init__(self, kind: str, spec: type[S], *, field: str = "build", error: type[BenchError] = ConfigError) -> None:
+        self.kind, self.spec, self.field, self.error = kind, spec, field, error
+        self._specs: dict[str, S] = {}
 
-def register(c: MlflowClient, *, config: Any, run_id: str, model_uri: str, dataset: Any, test_metrics: dict[str, float], trial: int,
-             space: str) -> Registered:
-    name = config.registered_model
-    key = test_key(config.objective)
-    existing = c.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    if existing:  # a resumed study whose best trial is already registered: no duplicate version
-        version = c.get_model_version(name, existing[0].version)
-        return Registered(version.version, ",".join(version.aliases) or "none", "already registered")
-    try:
-        champion = c.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champion = None
-    alias, reason = decide(config.objective, test_metrics[key], dataset.fingerprint, champion.tags if champion else None)
-    tags = {
-        "dataset_fingerprint": dataset.fingerprint,
-        "data": dataset.name,
-        "space": space,
-        "study": config.study_name,
-        "trial": str(trial),
-        "objective": config.objective,
-        "git_commit": tracking.git_commit(),
-        "hemabench.alias": alias,
-        "hemabench.reason": reason,
-        **{k: repr(float(v)) for k, v in test_metrics.items()},  # full precision: the next decide() compares them
-    }
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    c.set_registered_model_alias(name, alias, version.version)
-    if alias == CHAMPION and champion is not None:
-        c.set_model_version_tag(name, champion.version, "hemabench.superseded_by", str(version.version))
-    return Registered(version.version, alias, reason)
+    def register(self, spec: S) -> S:
+        if spec.name in self._specs:
+            raise ValueError(f"{self.kind} {spec.name!r} is registered twice")
+        self._specs[spec.name] = spec
+        return spec
+
+    def decorator(self, name: str, **fields: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.register(self.spec(name=name, **{self.field: fn}, **fields))
+            return fn
+
+        return add
+
+    def get(self, name: str) -> S:
+        if name not in self._specs:
+            raise self.error(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        return self._specs[name]
+
+    def names(self) -> list[str]:
+        """In registration order."""
+        return list(self._specs)
+
+    def specs(self) -> list[S]:
+        return [self._specs[name] for name in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

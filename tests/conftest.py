@@ -60,7 +60,7 @@ def module_tracking(tmp_path_factory: pytest.TempPathFactory):
 
 def tiny_config(tmp_path: Path, **overrides):
     """The real search configuration, shrunk: tiny synthetic data, 32 px, 1 epoch, 2 trials."""
-    from bench.config import make_config
+    from bench.search import make_config
 
     values = dict(data=TINY_DATA, trials=2, epochs=1, image_size=32, experiment="tests",
                   storage=str(tmp_path / "optuna.journal"), registered_model="tests-model")

@@ -10,13 +10,14 @@ import keras
 import numpy as np
 import pytest
 
-from bench import backbones, paths
-from bench.backbones import create_backbone, freeze, list_backbones, schedule
+from bench.models import backbone
+from bench import paths
+from bench.models import create_backbone, freeze, list_backbones, schedule
 from bench.data import load_dataset
 from bench.errors import ConfigError
 from bench.models import build_model
-from bench.space import defaults, load_space
-from bench.train import fit_and_score, start_trial
+from bench.search import defaults, load_space
+from bench.training import fit_and_score, start_trial
 
 MOBILENET_FILE = paths.SHARED_DIR / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 needs_mobilenet_file = pytest.mark.skipif(not MOBILENET_FILE.is_file(),
@@ -31,7 +32,7 @@ def small_model(name: str, **params) -> keras.Model:
 
 def test_registry_has_the_four_backbones_and_an_unknown_name_lists_them() -> None:
     assert {"mobilenet_v2", "resnet50", "efficientnet_b0", "resnet18"} <= set(list_backbones())
-    with pytest.raises(ConfigError, match="backbone 'vgg99' is not registered; available: .*mobilenet_v2"):
+    with pytest.raises(ConfigError, match="unknown backbone 'vgg99'; available: .*mobilenet_v2"):
         create_backbone("vgg99", image_size=32)
 
 
@@ -48,7 +49,7 @@ def test_every_backbone_has_a_search_space_whose_defaults_build_a_raw_pixel_soft
 @pytest.mark.parametrize("name", list_backbones())
 def test_freeze_fraction_freezes_that_share_of_backbone_layers_from_the_input_side(name: str) -> None:
     model = small_model(name)
-    body = backbones.backbone_layers(backbones.backbone_of(model))
+    body = backbone.backbone_layers(backbone.backbone_of(model))
     for fraction in (0.0, 0.25, 0.5, 0.9, 1.0):
         frozen = freeze(model, fraction)
         assert frozen == math.floor(fraction * len(body) + 0.5)
@@ -62,7 +63,7 @@ def test_freeze_fraction_freezes_that_share_of_backbone_layers_from_the_input_si
 
 def test_frozen_batchnorm_keeps_its_statistics_while_unfrozen_batchnorm_updates() -> None:
     model = small_model("mobilenet_v2", freeze_fraction=0.5)
-    bns = [layer for layer in backbones.backbone_layers(backbones.backbone_of(model))
+    bns = [layer for layer in backbone.backbone_layers(backbone.backbone_of(model))
            if isinstance(layer, keras.layers.BatchNormalization)]
     frozen_bn = next(b for b in bns if not b.trainable)
     live_bn = next(b for b in reversed(bns) if b.trainable)
@@ -82,7 +83,7 @@ def test_schedule_is_head_only_when_fully_frozen_and_warmup_then_finetune_when_t
               "finetune_learning_rate": 1e-5}
     phases = schedule(model, params, 6)
     assert [(p.name, p.epochs, p.learning_rate) for p in phases] == [("warmup", 2, 1e-3), ("finetune", 4, 1e-5)]
-    body = backbones.backbone_layers(backbones.backbone_of(model))
+    body = backbone.backbone_layers(backbone.backbone_of(model))
     phases[0].prepare(model)
     assert not any(layer.trainable for layer in body)
     phases[1].prepare(model)

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench import benchmark, paths
+from bench.benchmark import runner as benchmark
+from bench import paths
 from bench.errors import ConfigError
-from bench.space import load_space
+from bench.search import load_space
 from tests.conftest import TINY_DATA
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro")

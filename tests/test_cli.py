@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.config import SearchConfig, make_config
+from bench.search import SearchConfig, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +46,20 @@ def test_help_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
     for command in ("search", "benchmark", "data", "predict", "ui", "leaderboard"):
         assert command in out
+
+
+@pytest.mark.parametrize("argv", [["search", "--sampler", "bayes"], ["benchmark", "--budget-unit", "hours"], ["--help"]])
+def test_bad_parameters_and_help_answer_before_tensorflow_or_mlflow_load(argv: list[str]) -> None:
+    code = ("import sys\nfrom bench.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nheavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'sklearn') if m in sys.modules)\n"
+            "print('heavy:', heavy, 'rc:', rc)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == f"heavy: [] rc: {0 if argv == ['--help'] else 2}"
+    assert "absl" not in out.stderr and "oneDNN" not in out.stderr
+
+
+def test_importing_tensorflow_through_bench_prints_no_absl_or_onednn_lines() -> None:
+    code = "import bench.models, keras\nkeras.layers.Dense(2)(keras.ops.ones((1, 3)))\nprint('built')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "built"
+    assert "absl" not in out.stderr and "oneDNN" not in out.stderr

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bench.data import class_weights, inspect, load, load_dataset
 from bench.errors import DataError
-from bench.layouts import detect_layout, list_layouts
+from bench.data import detect_layout, list_layouts
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "bmp": "BMP", "tif": "TIFF"}
 
@@ -190,7 +190,7 @@ def test_synthetic_test_split_is_fixed_by_the_seed():
 
 
 def test_medmnist_without_the_package_stops_with_one_line():
-    pytest.importorskip("bench.data")
+    pytest.importorskip("bench.data.loading")
     try:
         import medmnist  # noqa: F401
         pytest.skip("medmnist is installed; the download path needs the network")
@@ -239,7 +239,7 @@ def make_bad_files(folder: Path) -> None:
 def test_every_bad_file_kind_is_skipped_with_its_reason(tmp_path, caplog):
     root = class_folders(tmp_path / "bad", {"A": 10, "B": 10})
     make_bad_files(root / "A")
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="bench.data.loading"):
         ds = load_dataset(str(root), image_size=16)
     reasons = dict(zip(ds.skipped["file"], ds.skipped["reason"]))
     assert {Path(f).name for f in reasons} == set(BAD_FILES)
@@ -282,7 +282,7 @@ def test_untrainable_data_stops_with_one_line(tmp_path, build, message):
 def test_card_with_unknown_key_stops_with_one_line(tmp_path):
     card = Path(make_card(tmp_path))
     card.write_text(card.read_text() + "colour: blue\n")
-    with pytest.raises(DataError, match=r"key must be one of .* got 'colour'"):
+    with pytest.raises(DataError, match=r"The 'key' parameter must be one of .* Got 'colour' instead"):
         load_dataset(str(card))
 
 
@@ -311,7 +311,7 @@ def test_an_interrupted_decode_leaves_no_cache_entry(tmp_path, data_cache, monke
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bench.datacache._decode_chunk", interrupted)
+    monkeypatch.setattr("bench.data.cache._decode_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_dataset(root, image_size=16)
     assert [p.name for p in (data_cache / "decoded").iterdir() if not p.name.endswith(".lock")] == []

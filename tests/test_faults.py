@@ -10,8 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bench import search
-from bench.engines.optuna_engine import make_storage
+from bench.search import study as search
+from bench.search.engines.optuna_engine import make_storage
 from tests import searchproc
 from tests.conftest import tiny_config
 

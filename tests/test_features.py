@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import features
-from bench.backbones import list_backbones
+from bench.training import features
+from bench.models import list_backbones
 from bench.data import load_dataset
-from bench.features import FeatureCache, route, split
+from bench.training import FeatureCache, route, split
 from bench.models import build_model
-from bench.space import defaults, load_space
-from bench.train import fit_and_score, predict_proba, start_trial
+from bench.search import defaults, load_space
+from bench.training import fit_and_score, predict_proba, start_trial
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import insight
-from bench.metrics import expected_calibration_error
+from bench.reporting import insight
+from bench.metrics import expected_calibration_error, reliability_bins
+from bench.metrics.calibration import N_BINS
 from bench.models import build_model
-from bench.space import defaults, load_space
+from bench.search import defaults, load_space
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -89,11 +90,11 @@ def test_ece_known_values_and_reliability_bins_agree_with_it() -> None:
     rng = np.random.default_rng(1)
     prob = rng.dirichlet(np.ones(4), 300)
     y = rng.integers(0, 4, 300)
-    bins = insight.reliability_bins(y, prob)
+    bins = reliability_bins(y, prob)
     filled = bins["count"] > 0
     from_bins = float((bins["count"][filled] * np.abs(bins["accuracy"][filled] - bins["confidence"][filled])).sum() / 300)
     assert bins["count"].sum() == 300
-    assert from_bins == pytest.approx(expected_calibration_error(y, prob, n_bins=insight.N_BINS))
+    assert from_bins == pytest.approx(expected_calibration_error(y, prob, n_bins=N_BINS))
 
 
 def test_write_insights_makes_png_and_html_twins_fast(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_write_insights_makes_png_and_html_twins_fast(tmp_path: Path) -> None:
 def test_log_insights_puts_artifacts_and_ece_on_the_run(tracking: Path) -> None:
     from types import SimpleNamespace
 
-    from bench import tracking as bench_tracking
+    from bench.tracking import runs as bench_tracking
 
     c = bench_tracking.client()
     run_id = c.create_run(bench_tracking.experiment_id_for(c, "insight-tests")).info.run_id

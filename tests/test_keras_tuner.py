@@ -9,10 +9,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import search
-from bench.engines.keras_tuner_engine import project_dir
+from bench.search import study as search
+from bench.search.engines.keras_tuner_engine import project_dir
 from bench.errors import BenchError
-from tests.conftest import TEST_KEYS, TRIAL_ARTIFACTS, VAL_KEYS, children, tiny_config
+from tests.conftest import children, tiny_config
 
 
 
@@ -20,37 +20,6 @@ from tests.conftest import TEST_KEYS, TRIAL_ARTIFACTS, VAL_KEYS, children, tiny_
 def finished(module_tracking: Path):
     config = tiny_config(module_tracking, engine="keras-tuner", tuner="random", trials=2, epochs=1)
     return config, search.run(config)
-
-
-def test_trials_are_finished_child_runs_with_the_optuna_engines_params_metrics_and_artifacts(finished) -> None:
-    config, result = finished
-    c = MlflowClient()
-    runs = children(c, result.parent_run_id)
-    assert [r.info.run_name for r in runs] == ["trial-0", "trial-1"]
-    for run in runs:
-        assert run.info.status == "FINISHED" and run.data.tags["hemabench.state"] == "COMPLETE"
-        assert run.data.tags["hemabench.engine"] == "keras-tuner"
-        assert run.data.tags["hemabench.study"] == config.study_name
-        assert {"learning_rate", "n_blocks", "optimizer", "batch_size", "epochs", "family"} <= set(run.data.params)
-        assert not any(key.startswith("tuner/") for key in run.data.params)
-        assert run.data.params["batch_norm"] in ("True", "False")  # the YAML's booleans, not KerasTuner's 0/1
-        assert VAL_KEYS | {"best_epoch", "train_seconds", "n_params", "trial_seconds"} <= set(run.data.metrics)
-        assert {m.step for m in c.get_metric_history(run.info.run_id, "val_accuracy")} == {1}  # one epoch
-        assert TRIAL_ARTIFACTS <= {a.path for a in c.list_artifacts(run.info.run_id)}
-
-
-def test_parent_run_has_the_leaderboard_and_test_metrics_and_the_best_model_is_registered(finished) -> None:
-    config, result = finished
-    c = MlflowClient()
-    parent = c.get_run(result.parent_run_id)
-    assert parent.info.status == "FINISHED" and parent.data.tags["hemabench.engine"] == "keras-tuner"
-    assert TEST_KEYS | {"best_val_f1_macro", "trials_complete"} <= set(parent.data.metrics)
-    assert {"leaderboard.csv", "leaderboard.html", "test_confusion_matrix.png", "test_roc_curve.html",
-            "test_classification_report.json"} <= {a.path for a in c.list_artifacts(result.parent_run_id)}
-    board = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/leaderboard.csv").splitlines()
-    assert len(board) == 3
-    version = c.get_model_version_by_alias(config.registered_model, "champion")
-    assert str(version.version) == str(result.model_version) and version.run_id == result.best["run_id"]
 
 
 def test_tuner_state_lives_beside_the_tracking_db_and_a_rerun_resumes(finished) -> None:

@@ -13,8 +13,11 @@ import mlflow
 import pandas as pd
 import pytest
 
-from bench import cli, leaderboard, summary, ui
-from bench import tracking as bench_tracking
+from bench import cli
+from bench.reporting import leaderboard
+from bench.search import finish as summary
+from bench.reporting import ui
+from bench.tracking import runs as bench_tracking
 
 # (study, engine, space, trial, state, val_f1_macro, val_loss, params)
 TRIALS = [

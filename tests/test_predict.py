@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 import io
 from pathlib import Path
 
@@ -12,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import cli, images, predict
+from bench import cli
+from bench import images
+from bench.serving import predict
 from bench.errors import ConfigError
 from bench.serving import KERAS_FILE, log_model
 
@@ -103,8 +108,41 @@ def test_logged_model_is_code_and_artifacts_without_pickles(registered):
     uri, model, _ = registered
     local = Path(mlflow.artifacts.download_artifacts(uri))
     assert not list(local.rglob("*.pkl"))
-    assert sorted(p.name for p in (local / "code" / "bench").glob("*.py")) == [
-        "__init__.py", "errors.py", "images.py", "serving.py"
+    code = local / "code" / "bench"
+    assert sorted(str(p.relative_to(code)) for p in code.rglob("*.py")) == [
+        "__init__.py", "errors.py", "images.py", "serving/__init__.py", "serving/pyfunc.py"
     ]
     reloaded = keras.saving.load_model(local / KERAS_FILE, compile=False)
     assert reloaded.count_params() == model.count_params()
+
+
+def test_a_logged_model_serves_in_a_fresh_process_from_its_own_code_alone(registered, tmp_path):
+    """The logged model's code is errors, images and the serving pyfunc: a fresh interpreter that cannot import the
+    project's bench (it is hidden from sys.path) loads it and classifies an image with those files only."""
+    uri, model, root = registered
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
+    script = (
+        "import base64, sys\n"
+        "sys.path = [p for p in sys.path if p not in ('', '.', sys.argv[2])]\n"
+        "import importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bench' and not any(sys.argv[1] in p for p in sys.path):\n"
+        "            raise ImportError('project bench hidden')\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "import mlflow.pyfunc, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "image = base64.b64encode(open(sys.argv[3], 'rb').read()).decode()\n"
+        "out = m.predict(pd.DataFrame({'image': [image]}))\n"
+        "import bench\n"
+        "loaded = sorted(k for k in sys.modules if k.startswith('bench'))\n"
+        "print(bench.__file__.startswith(sys.argv[1]), loaded, out['label'][0])\n"
+    )
+    project = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script, str(local), project, str(root / "a.png")], capture_output=True,
+                         text=True, cwd=tmp_path, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("True ['bench', 'bench.errors', 'bench.images', 'bench.serving', 'bench.serving.pyfunc'] ")
+    assert line.split()[-1] == CLASSES[int(expected_probs(model, root / "a.png").argmax())]

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import registry
-from bench.config import make_config
+from bench.tracking import model_registry as registry
+from bench.search import make_config
 
 TAGS_A = {"dataset_fingerprint": "fp-a", "test_f1_macro": "0.5", "test_loss": "1.2"}
 
@@ -47,7 +47,8 @@ def log_tiny_model() -> tuple[str, str]:
 def register(c: MlflowClient, run: tuple[str, str], fingerprint: str, f1: float, trial: int) -> registry.Registered:
     config = make_config(registered_model="tests-model", objective="val_f1_macro", study="reg")
     metrics = {"test_f1_macro": f1, "test_accuracy": f1 + 0.1}
-    return registry.register(c, config=config, run_id=run[0], model_uri=run[1], test_metrics=metrics, trial=trial,
+    return registry.register(c, name=config.registered_model, objective=config.objective, study=config.study_name,
+                             run_id=run[0], model_uri=run[1], test_metrics=metrics, trial=trial,
                              dataset=SimpleNamespace(fingerprint=fingerprint, name="synthetic"), space="tiny")
 
 

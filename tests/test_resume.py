@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bench import workers
+from bench.search import workers
 from bench.tracking import client as tracking_client
-from bench.engines.optuna_engine import RetryDeadTrial, make_storage, reap_dead_trials
+from bench.search.engines.optuna_engine import RetryDeadTrial, make_storage, reap_dead_trials
 from tests import searchproc
 
 

@@ -17,19 +17,17 @@ from PIL import Image
 
 from bench import images
 from bench.errors import BenchError, ConfigError
-from bench.serving import (
+from bench.serving.pyfunc import (
     LIMIT_ENV_VARS,
     ImageClassifier,
     RequestError,
     ServingConfig,
     ServingError,
     ServingLimits,
-    log_model,
     parse_request,
     predictions_frame,
-    serve,
-    without_optimizer,
 )
+from bench.serving.server import log_model, serve, without_optimizer
 
 SIZE = 16
 CLASSES = ["basophil", "eosinophil", "neutrophil"]
@@ -155,7 +153,7 @@ def test_environment_overrides_logged_limits():
 
 @pytest.mark.parametrize("env", [{"BENCH_SERVE_MAX_BATCH": "many"}, {"BENCH_SERVE_MAX_PIXELS": "0"}])
 def test_bad_limit_in_environment_is_a_config_error(env):
-    with pytest.raises(ConfigError, match=f"{next(iter(env))} must be a positive integer"):
+    with pytest.raises(ConfigError, match=f"The .{next(iter(env))}. parameter must be a positive integer"):
         LIMITS.with_env(env)
 
 

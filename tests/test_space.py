@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.errors import SpaceError
-from bench.space import defaults, list_spaces, load_space, parse_space, suggest_keras_tuner, suggest_optuna
+from bench.search.space import defaults, list_spaces, load_space, parse_space, suggest_keras_tuner, suggest_optuna
 
 SPACE = {
     "name": "t",

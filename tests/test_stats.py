@@ -8,7 +8,7 @@ from sklearn import metrics as skm
 
 from bench.errors import ConfigError
 from bench.metrics import classification_metrics, expected_calibration_error
-from bench.stats import TABLE_METRICS, bootstrap_intervals, resample_indices
+from bench.metrics import TABLE_METRICS, bootstrap_intervals, resample_indices
 
 
 def outcomes(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.errors import DataError
-from bench.synthetic import CLASS_NAMES, generate
+from bench.data.synthetic import CLASS_NAMES, generate
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +69,14 @@ def test_difficulty_changes_the_images():
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"n_per_class": 0}, "n_per_class must be an integer >= 1; got 0"),
-        ({"n_per_class": 2.5}, "n_per_class must be an integer >= 1; got 2.5"),
-        ({"image_size": 8}, "image_size must be an integer between 16 and 512; got 8"),
-        ({"image_size": 1024}, "image_size must be an integer between 16 and 512; got 1024"),
-        ({"difficulty": 1.5}, "difficulty must be a number between 0 and 1; got 1.5"),
-        ({"difficulty": -0.1}, "difficulty must be a number between 0 and 1; got -0.1"),
-        ({"difficulty": float("nan")}, "difficulty must be a number between 0 and 1; got nan"),
-        ({"seed": -1}, "seed must be an integer >= 0; got -1"),
+        ({"n_per_class": 0}, "The 'n_per_class' parameter must be an integer >= 1. Got 0 instead."),
+        ({"n_per_class": 2.5}, "The 'n_per_class' parameter must be an integer >= 1. Got 2.5 instead."),
+        ({"image_size": 8}, "The 'image_size' parameter must be an integer between 16 and 512. Got 8 instead."),
+        ({"image_size": 1024}, "The 'image_size' parameter must be an integer between 16 and 512. Got 1024 instead."),
+        ({"difficulty": 1.5}, "The 'difficulty' parameter must be a number between 0 and 1. Got 1.5 instead."),
+        ({"difficulty": -0.1}, "The 'difficulty' parameter must be a number between 0 and 1. Got -0.1 instead."),
+        ({"difficulty": float("nan")}, "The 'difficulty' parameter must be a number between 0 and 1. Got nan instead."),
+        ({"seed": -1}, "The 'seed' parameter must be an integer >= 0. Got -1 instead."),
     ],
 )
 def test_bad_arguments_raise_one_line_data_errors(kwargs, fragment):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench import paths, ui
+from bench import paths
+from bench.serving import free_port
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -39,7 +40,7 @@ def chromium(url: str, *action: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def searched(module_tracking: Path):
-    from bench import search
+    from bench.search import study as search
 
     return search.run(tiny_config(module_tracking))
 
@@ -47,7 +48,7 @@ def searched(module_tracking: Path):
 @pytest.fixture(scope="module")
 def link(searched, module_tracking: Path):
     """`python -m bench ui` on a free loopback port; yields the printed link; SIGTERM stops server and worker."""
-    port = ui.free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--experiment", "tests", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=module_tracking,
                                env={**os.environ, "PYTHONPATH": str(paths.PROJECT_ROOT)})
@@ -82,7 +83,7 @@ def test_link_opens_the_trials_with_the_metric_column(link: str) -> None:
 
 
 def test_search_logs_insight_to_the_parent_run(searched) -> None:
-    from bench import tracking
+    from bench.tracking import runs as tracking
 
     c = tracking.client()
     logged = {f.path for f in c.list_artifacts(searched.parent_run_id, "insight")}

@@ -1,0 +1,151 @@
+"""Loading: `load_dataset(data, ...) -> Dataset`, `load` (with the per-image details), `class_weights`.
+
+`data` is "synthetic" (options: `synthetic?n_per_class=100&difficulty=0.7`), `medmnist:<name>@<size>`,
+a dataset card (a name in `datasets/` or a path to a .yaml), a MedMNIST `.npz`, or a directory whose
+layout is detected (split folders, file-name labels, class folders); see `bench.data.layouts` and
+`datasets/README.md`. Images are decoded once into a memory-mapped cache, unusable files are
+skipped with a reason, and the splits never let a group (a source smear, a patient) span two of
+train, validation and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.class_weight import compute_class_weight
+
+from bench.data.cache import decode_files
+from bench.errors import DataError
+from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RESIZE_MODES
+from bench.validation import Rules, between, check, satisfies
+from bench.data.layouts import Source, content_fingerprint, detect_layout
+from bench.data.types import Dataset, Loaded
+from bench.data.splits import SPLITS, assign_splits, check_trainable, effective_groups, group_leaks
+
+log = logging.getLogger("bench.data.loading")
+SKIPPED_COLUMNS = ["file", "reason"]
+SPLIT_COLUMNS = ["file", "class", "group", "split"]
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Balanced weights (n / (k · count)) for the classes present; 1.0 for absent ones."""
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    by_class = dict(zip(present.tolist(), weights.tolist()))
+    return {i: float(by_class.get(i, 1.0)) for i in range(n_classes)}
+
+
+ARGUMENT_RULES: Rules = (
+    ("image_size", between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)),
+    ("resize_mode", satisfies(lambda v: v is None or v in RESIZE_MODES, f"None or one of {', '.join(RESIZE_MODES)}")),
+)
+
+
+def _materialise(source: Source, image_size: int, mode: str) -> tuple[np.ndarray, pd.DataFrame, list, bool]:
+    """Pixels and per-image table (file, class, official, group, sha1, width, height) of a source."""
+    if source.x is not None:
+        x = source.x
+        table = source.table.copy()
+        table["sha1"] = [hashlib.sha1(img.tobytes()).hexdigest() for img in x]
+        table["width"], table["height"] = x.shape[2], x.shape[1]
+        return x, table, list(source.skipped), False
+    files = source.files
+    if files.empty:
+        raise DataError(f"no usable images in {source.root} ({source.layout} layout; "
+                        f"{len(source.skipped)} files skipped: {_reason_counts(source.skipped) or 'none found'})")
+    if files["class"].nunique() < 2:
+        raise DataError(f"a classifier needs at least 2 classes; {source.root} has 1 ({files['class'].iloc[0]})")
+    decoded = decode_files(files, image_size, mode)
+    ok = decoded.index["ok"].to_numpy()
+    skipped = list(source.skipped) + list(zip(files["file"][~ok], decoded.index["reason"][~ok]))
+    table = files.loc[ok, ["file", "class", "official", "group"]].reset_index(drop=True)
+    for column in ("sha1", "width", "height"):
+        table[column] = decoded.index.loc[ok, column].to_numpy()
+    return decoded.images, table, skipped, decoded.from_cache
+
+
+def _kind(reason: str) -> str:
+    return re.split(r" \(|: | '", reason)[0]
+
+
+def _reason_counts(skipped: list[tuple[str, str]]) -> str:
+    counts = pd.Series([_kind(r) for _, r in skipped], dtype=object).value_counts()
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def _fingerprint(source: Source, image_size: int, mode: str, rule: str, seed: int, fractions) -> str:
+    text = f"{content_fingerprint(source)}|{image_size}|{mode}|{rule}|{seed}|{fractions}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cross_class_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose bytes (or pixels, for array sources) are identical to a row of another class."""
+    classes = table.groupby("sha1")["class"].transform("nunique")
+    return table[classes > 1].sort_values(["sha1", "class"])
+
+
+def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
+         test_fraction: float = 0.2, resize_mode: str | None = None) -> Loaded:
+    """`load_dataset` with the per-image details that `inspect` reports."""
+    check(ARGUMENT_RULES, {"image_size": image_size, "resize_mode": resize_mode})
+    layout = detect_layout(data)
+    source = layout.load(data, image_size=image_size, seed=seed, options=None)
+    mode = resize_mode or source.resize_mode
+    x_all, table, skipped, from_cache = _materialise(source, image_size, mode)
+
+    keep, dropped = group_leaks(table, source.options.get("group_leak", "drop"))
+    table = table[keep].reset_index(drop=True)
+    rows = np.flatnonzero(keep)
+    class_names = list(source.class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    y = table["class"].map(index).to_numpy(dtype=np.int64)
+    split, rule = assign_splits(table, y, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    check_trainable(table["class"].to_numpy(), split, class_names)
+    table["split"] = split
+
+    arrays = {}
+    for part in SPLITS:
+        mask = split == part
+        arrays[part] = (np.asarray(x_all[rows[mask]]), y[mask])
+    groups = effective_groups(table)
+    if skipped or dropped:
+        bits = [f"skipped {len(skipped)} unusable files ({_reason_counts(skipped)})"] if skipped else []
+        bits += [f"dropped {len(dropped)} images whose group is also in a higher official split"] if dropped else []
+        log.warning("data: %s; see skipped_files.csv", "; ".join(bits))
+    duplicates = cross_class_duplicates(table)
+    if len(duplicates):
+        log.warning("data: %d byte-identical files appear under more than one class (see `data inspect`)",
+                    duplicates["sha1"].nunique())
+
+    counts = " / ".join(f"{part} {int((split == part).sum()):,}" for part in SPLITS)
+    group_counts = (" / ".join(str(len(set(groups[split == part]))) for part in SPLITS) + " groups"
+                    if groups is not None else "no groups")
+    summary = (f"data {data}: {source.layout}, {len(class_names)} classes, {counts} images, {group_counts}, "
+               f"{image_size}px {mode}, {len(skipped) + len(dropped)} skipped"
+               + (f", {duplicates['sha1'].nunique()} cross-class duplicates" if len(duplicates) else "")
+               + (" (cached)" if from_cache else ""))
+    dataset = Dataset(
+        name=data, class_names=class_names, image_size=image_size,
+        x_train=arrays["train"][0], y_train=arrays["train"][1],
+        x_val=arrays["val"][0], y_val=arrays["val"][1],
+        x_test=arrays["test"][0], y_test=arrays["test"][1],
+        fingerprint=_fingerprint(source, image_size, mode, rule, seed, (val_fraction, test_fraction)),
+        resize_mode=mode,
+        splits=pd.DataFrame({"file": table["file"], "class": table["class"],
+                             "group": groups if groups is not None else "", "split": split})[SPLIT_COLUMNS],
+        skipped=pd.DataFrame(skipped + dropped, columns=SKIPPED_COLUMNS),
+        summary=summary,
+        groups_test=None if groups is None else np.asarray(groups[split == "test"]),
+    )
+    return Loaded(dataset, table, source.layout, source.notes, rule, from_cache)
+
+
+def load_dataset(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
+                 test_fraction: float = 0.2, resize_mode: str | None = None) -> Dataset:
+    """Load, decode (cached), split and check a dataset; see the module docstring for `data`."""
+    return load(data, image_size=image_size, seed=seed, val_fraction=val_fraction,
+                test_fraction=test_fraction, resize_mode=resize_mode).dataset

@@ -1,0 +1,129 @@
+"""One trial, engine-agnostic: train, score, and record it as an MLflow child run that never stays RUNNING."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from bench import serving, tracking
+from bench.data import Dataset
+from bench.search.config import SearchConfig
+from bench.metrics import classification_metrics
+from bench.reporting import write_evaluation_artifacts
+from bench.search.space import Space
+from bench.text import one_line, summarize
+from bench.training import EpochHook, FitResult, fit_and_score, start_trial
+from bench.tracking import tags as tag
+
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    params: dict[str, Any]
+    state: str  # COMPLETE | PRUNED | FAIL
+    run_id: str
+    seconds: float
+    value: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    reason: str = ""
+    model_uri: str = ""  # set when the trial's model was logged (it was the best so far)
+
+
+@dataclass
+class Study:
+    """One study's fixed parts: what it searches, on which data, and where in MLflow its runs go."""
+
+    config: SearchConfig
+    dataset: Dataset
+    space: Space
+    client: MlflowClient
+    experiment_id: str
+    parent_run_id: str
+
+
+@dataclass
+class TrialRunner(Study):
+    """Runs trials of one study. `is_best(value)` says whether a finished trial beats every earlier one,
+    in which case its model is logged (so the study's best model always exists as an artifact)."""
+
+    is_best: Callable[[float], bool]
+    tags: dict[str, str] = field(default_factory=dict)
+    on_done: Callable[[TrialOutcome], None] | None = None
+    last_run_id: str = ""
+
+    def run(self, number: int, params: dict[str, Any], *, on_epoch: EpochHook | None = None,
+            prune_exceptions: tuple[type[BaseException], ...] = ()) -> TrialOutcome:
+        c, cfg = self.client, self.config
+        started = time.perf_counter()
+        start_trial(cfg.seed + number)
+        run_id = tracking.start_child(
+            c, self.experiment_id, self.parent_run_id, name=f"trial-{number}",
+            tags={**self.tags, tag.TRIAL: str(number), tag.STATE: "RUNNING",
+                  tag.NOTE: f"Trial {number} of study {cfg.study_name}: {summarize(params, width=400)}"},
+        )
+        tracking.log_batch(c, run_id, params={**params, "epochs": cfg.epochs, "image_size": cfg.image_size,
+                                              "family": self.space.family})
+        self.last_run_id = run_id
+        history: list[dict[str, float]] = []
+
+        def hook(epoch: int, row: dict[str, float]) -> None:
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+
+        outcome = TrialOutcome(number, params, "FAIL", run_id, 0.0, history=history)
+        try:
+            fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
+                                seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
+                                weights=cfg.weights)
+        except prune_exceptions as exc:
+            outcome.state, outcome.reason = "PRUNED", f"pruned after epoch {len(history)}"
+            self._end(outcome, "KILLED", started)
+            raise exc
+        except BaseException as exc:  # noqa: BLE001 - every failure must end the run as FAILED, then propagate
+            outcome.reason = one_line(exc)
+            self._end(outcome, "FAILED", started, extra_tags={tag.TRACEBACK: traceback.format_exc()[-4000:]})
+            raise
+        outcome.state = "COMPLETE"
+        self._complete(outcome, fit)
+        self._end(outcome, "FINISHED", started)
+        return outcome
+
+    def _complete(self, outcome: TrialOutcome, fit: FitResult) -> None:
+        ds = self.dataset
+        outcome.metrics = {
+            **classification_metrics(ds.y_val, fit.val_prob, ds.class_names, prefix="val"),
+            "best_epoch": fit.best_epoch,
+            "train_seconds": fit.train_seconds,
+            "n_params": fit.n_params,
+        }
+        outcome.value = outcome.metrics[self.config.objective]
+        tracking.log_files(self.client, outcome.run_id, lambda d: write_evaluation_artifacts(
+            d, ds.y_val, fit.val_prob, ds.class_names, title=f"trial {outcome.number} validation"))
+        if self.is_best(outcome.value):
+            with mlflow.start_run(run_id=outcome.run_id, nested=True):
+                info = serving.log_model(fit.model, class_names=list(ds.class_names), image_size=ds.image_size,
+                                         resize_mode=ds.resize_mode, name="model")
+            outcome.model_uri = info.model_uri
+
+    def _end(self, outcome: TrialOutcome, status: str, started: float, *, extra_tags: dict[str, str] | None = None) -> None:
+        outcome.seconds = time.perf_counter() - started
+        tags = {tag.STATE: outcome.state, **(extra_tags or {})}
+        if outcome.model_uri:
+            tags[tag.MODEL_URI] = outcome.model_uri
+        if outcome.reason:
+            tags[tag.REASON] = outcome.reason
+        try:
+            tracking.log_batch(self.client, outcome.run_id, metrics={**outcome.metrics, "trial_seconds": outcome.seconds},
+                               history=outcome.history, tags=tags)
+        finally:
+            self.client.set_terminated(outcome.run_id, status)
+        if self.on_done is not None:
+            self.on_done(outcome)

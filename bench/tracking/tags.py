@@ -1,0 +1,37 @@
+"""Every `hemabench.*` run, version and experiment tag, in one place; MLflow's own tags are named here too.
+
+Each constant is `hemabench.<its name in lower case>`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "hemabench."
+
+
+def _named(*names: str) -> tuple[str, ...]:
+    return tuple(PREFIX + name for name in names)
+
+
+# Runs: what a run is (ROLE: parent | trial | benchmark | contender), and its study, engine, space and data.
+ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
+DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
+    "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
+# Trials: number, state (COMPLETE | PRUNED | FAIL | RUNNING), why they ended, their logged model.
+TRIAL, STATE, REASON, TRACEBACK, MODEL_URI = _named("trial", "state", "reason", "traceback", "model_uri")
+# Parent runs: the study's best trial, and diagnostics that failed without failing the study.
+BEST_RUN_ID, INSIGHT_ERROR = _named("best_run_id", "insight_error")
+# Benchmark runs.
+KIND, CONTENDER, WINNER, WINNER_VERSION = _named("kind", "contender", "winner", "winner_version")
+# Model versions: the alias given at registration, why (REASON), and what replaced a champion.
+ALIAS, SUPERSEDED_BY = _named("alias", "superseded_by")
+
+# Values of ROLE.
+PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
+
+# MLflow's own.
+PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"
+
+
+def run_filter(tags: dict[str, str]) -> str:
+    """An MLflow search filter matching every `{tag: value}` given."""
+    return " and ".join(f"tags.`{tag}` = '{value.replace(chr(39), chr(92) + chr(39))}'" for tag, value in tags.items())

@@ -1,0 +1,31 @@
+"""The input pipeline: uint8 images to float32 batches, the same for training, features and prediction; and the
+trial hygiene every fit starts with."""
+
+from __future__ import annotations
+
+import gc
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def start_trial(seed: int) -> None:
+    """Trial hygiene in one place: a fresh Keras graph, collected garbage, one seed for everything."""
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(seed)
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Probabilities for a uint8 image array, batch by batch (no progress bar, no `predict` overhead)."""
+    out = [np.asarray(model(tf.cast(x[i : i + batch_size], tf.float32), training=False))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)
