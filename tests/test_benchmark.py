@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -12,7 +11,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.benchmark import runner as benchmark
+from bench import benchmark
+from bench.benchmark import contenders as contender_registry
+from bench.benchmark import runner
 from bench import paths
 from bench.errors import ConfigError
 from bench.search import load_space
@@ -110,7 +111,7 @@ def test_winner_on_validation_is_registered(finished) -> None:
 
 
 def test_every_reference_setup_is_fully_fixed() -> None:
-    refs = sorted((paths.SEARCH_SPACES_DIR / benchmark.REFERENCE_DIR).glob("*.yaml"))
+    refs = sorted((paths.SEARCH_SPACES_DIR / contender_registry.REFERENCE_DIR).glob("*.yaml"))
     assert {"keras_sequential_cnn", "four_block_cnn_sgd"} <= {p.stem for p in refs}
     for path in refs:
         space = load_space(str(path))
@@ -119,9 +120,9 @@ def test_every_reference_setup_is_fully_fixed() -> None:
 
 
 def test_contender_registry_names_are_unique_and_the_default_set_has_every_kind() -> None:
-    names = [c.name for c in benchmark.contenders()]
+    names = [c.name for c in benchmark.list_contenders()]
     assert len(names) == len(set(names))
-    assert {c.kind for c in benchmark.select("default")} == set(benchmark.KINDS)
+    assert {c.kind for c in benchmark.select("default")} == set(runner.KINDS)
     assert [c.name for c in benchmark.select("null_model, null_model,keras_sequential_cnn")] == ["null_model", "keras_sequential_cnn"]
 
 
@@ -141,7 +142,7 @@ def test_bad_parameters_are_one_line_errors_before_any_work(values, message) -> 
 
 
 def test_every_mlproject_benchmark_parameter_reaches_the_command_and_the_config() -> None:
-    entry = yaml.safe_load((Path(benchmark.__file__).parent.parent / "MLproject").read_text())["entry_points"]["benchmark"]
+    entry = yaml.safe_load((paths.PROJECT_ROOT / "MLproject").read_text())["entry_points"]["benchmark"]
     fields = set(benchmark.BenchmarkConfig.__dataclass_fields__)
     assert set(entry["parameters"]) == fields
     for name in entry["parameters"]:

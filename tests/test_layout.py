@@ -124,3 +124,30 @@ def test_every_subpackage_declares_its_public_surface():
     packages = [m for m, p in MODULES.items() if p.name == "__init__.py" and m != "bench"]
     missing = [m for m in packages if "__all__" not in MODULES[m].read_text()]
     assert missing == []
+
+
+def test_no_signature_types_a_context_dataset_or_config_as_any():
+    names = {"ctx", "context", "dataset", "ds", "config", "cfg", "bench", "outcome", "outcomes"}
+    loose = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for arg in node.args.args + node.args.kwonlyargs:
+                    if arg.arg in names and (arg.annotation is None or "Any" in ast.unparse(arg.annotation)):
+                        loose.append(f"{module}.{node.name}({arg.arg})")
+    assert loose == []
+
+
+def test_no_package_exports_a_name_that_hides_one_of_its_modules():
+    """`from bench.x import y` must mean one thing: a function named like its module would shadow the module."""
+    hidden = []
+    for module, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        submodules = {p.stem for p in path.parent.glob("*.py")} | {p.name for p in path.parent.iterdir() if p.is_dir()}
+        exported = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(module + "."):
+                exported.update(a.asname or a.name for a in node.names)
+        hidden += [f"{module}.{name}" for name in exported & submodules]
+    assert hidden == []

@@ -3,7 +3,7 @@ budget, one table with bootstrap intervals, a race plot and a report. Imports se
 The configuration and contenders import nothing heavy; the runner loads on first use."""
 
 from bench.benchmark.config import BenchmarkConfig, make_benchmark_config, weights_for
-from bench.benchmark.contenders import Contender, contenders, select
+from bench.benchmark.contenders import Contender, list_contenders, select
 from bench.lazy import lazy_exports, names
 
 _HEAVY = {
@@ -11,4 +11,5 @@ _HEAVY = {
     "bench.benchmark.report": ("markdown", "table_row"),
 }
 __getattr__ = lazy_exports(__name__, _HEAVY)
-__all__ = ["BenchmarkConfig", "Contender", "contenders", "make_benchmark_config", "select", "weights_for", *names(_HEAVY)]
+__all__ = ["BenchmarkConfig", "Contender", "list_contenders", "make_benchmark_config", "select", "weights_for",
+           *names(_HEAVY)]

@@ -40,7 +40,7 @@ def _backbone_spaces() -> list[str]:
     return out
 
 
-def contenders() -> list[Contender]:
+def list_contenders() -> list[Contender]:
     refs = [Contender(p.stem, "reference", {"space": str(p)}, default=p.stem in DEFAULT_REFERENCES)
             for p in sorted((paths.SEARCH_SPACES_DIR / REFERENCE_DIR).glob("*.yaml"))]
     searches = [
@@ -56,7 +56,7 @@ def contenders() -> list[Contender]:
 
 
 def select(spec: str) -> list[Contender]:
-    known = contenders()
+    known = list_contenders()
     if spec.strip() in ("default", "all"):
         return [c for c in known if spec.strip() == "all" or c.default]
     by_name = {c.name: c for c in known}

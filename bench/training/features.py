@@ -119,12 +119,15 @@ def split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     return prefix, suffix
 
 
-def _strip_names(config: Any) -> Any:
-    if isinstance(config, dict):
-        return {k: _strip_names(v) for k, v in config.items() if k != "name"}
-    if isinstance(config, list):
-        return [_strip_names(v) for v in config]
-    return config
+Json = dict[str, "Json"] | list["Json"] | str | int | float | bool | None
+
+
+def _strip_names(layer_config: Json) -> Json:
+    if isinstance(layer_config, dict):
+        return {k: _strip_names(v) for k, v in layer_config.items() if k != "name"}
+    if isinstance(layer_config, list):
+        return [_strip_names(v) for v in layer_config]
+    return layer_config
 
 
 def prefix_key(prefix: keras.Model, dataset: Dataset) -> str:

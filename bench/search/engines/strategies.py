@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bench.registry import Registry
 
 if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+
     from bench.search.config import SearchConfig
 
 
 @dataclass(frozen=True)
 class StrategySpec:
     name: str
-    build: Callable[[SearchConfig], Any]  # -> optuna.samplers.BaseSampler | optuna.pruners.BasePruner
+    build: Callable[[SearchConfig], BaseSampler | BasePruner]
 
 
 SAMPLERS: Registry[StrategySpec] = Registry("sampler", StrategySpec)
@@ -27,35 +30,35 @@ PRUNERS: Registry[StrategySpec] = Registry("pruner", StrategySpec)
 
 
 @SAMPLERS.decorator("tpe")
-def tpe(c: SearchConfig) -> Any:
+def tpe(c: SearchConfig) -> BaseSampler:
     import optuna
 
     return optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, max(3, c.trials // 3)))
 
 
 @SAMPLERS.decorator("random")
-def random(c: SearchConfig) -> Any:
+def random(c: SearchConfig) -> BaseSampler:
     import optuna
 
     return optuna.samplers.RandomSampler(seed=c.seed)
 
 
 @SAMPLERS.decorator("cmaes")
-def cmaes(c: SearchConfig) -> Any:
+def cmaes(c: SearchConfig) -> BaseSampler:
     import optuna
 
     return optuna.samplers.CmaEsSampler(seed=c.seed, warn_independent_sampling=False)
 
 
 @SAMPLERS.decorator("qmc")
-def qmc(c: SearchConfig) -> Any:
+def qmc(c: SearchConfig) -> BaseSampler:
     import optuna
 
     return optuna.samplers.QMCSampler(seed=c.seed, warn_independent_sampling=False)
 
 
 @PRUNERS.decorator("median")
-def median(c: SearchConfig) -> Any:
+def median(c: SearchConfig) -> BasePruner:
     import optuna
 
     # Two finished trials are enough of a yardstick: on 10-trial studies a third unpruned dud costs a minute.
@@ -63,21 +66,21 @@ def median(c: SearchConfig) -> Any:
 
 
 @PRUNERS.decorator("hyperband")
-def hyperband(c: SearchConfig) -> Any:
+def hyperband(c: SearchConfig) -> BasePruner:
     import optuna
 
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.epochs)
 
 
 @PRUNERS.decorator("successive_halving")
-def successive_halving(c: SearchConfig) -> Any:
+def successive_halving(c: SearchConfig) -> BasePruner:
     import optuna
 
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
 
 
 @PRUNERS.decorator("none")
-def none(c: SearchConfig) -> Any:
+def none(c: SearchConfig) -> BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()
