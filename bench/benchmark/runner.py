@@ -238,7 +238,8 @@ def _register_winner(bench: Bench, outcomes: list[Outcome]) -> None:
     test_metrics = classification_metrics(ds.y_test, winner.test_prob, ds.class_names, prefix="test")
     version = tracking.register(bench.client, name=winner.search_config.registered_model, objective=winner.search_config.objective,
                                 study=winner.search_config.study_name, run_id=winner.model_run_id,
-                                model_uri=winner.model_uri, dataset=ds, test_metrics=test_metrics, trial=winner.trial,
+                                model_uri=winner.model_uri, dataset=ds, val_value=winner.val_value,
+                                test_metrics=test_metrics, trial=winner.trial,
                                 space=winner.space)
     tracking.log_batch(bench.client, bench.parent_run_id, tags={tag.WINNER: winner.name,
                                                                 tag.WINNER_VERSION: version.version})

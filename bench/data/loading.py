@@ -82,6 +82,15 @@ def _fingerprint(source: Source, image_size: int, mode: str, rule: str, seed: in
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def splits_fingerprint(splits: pd.DataFrame, sha1: pd.Series) -> str:
+    """A hash of the actual file -> split assignment: every image's file, content (sha1), class, group and split,
+    in file order. Equal fingerprints mean the same images in the same splits, whatever the image size, resize mode
+    or the code that drew the split; the registry compares validation scores only under an equal one."""
+    rows = splits.assign(sha1=sha1.to_numpy())[["file", "sha1", "class", "group", "split"]].astype(str)
+    text = rows.sort_values(["file", "sha1"]).to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def cross_class_duplicates(table: pd.DataFrame) -> pd.DataFrame:
     """Rows whose bytes (or pixels, for array sources) are identical to a row of another class."""
     classes = table.groupby("sha1")["class"].transform("nunique")
@@ -128,6 +137,8 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
                f"{image_size}px {mode}, {len(skipped) + len(dropped)} skipped"
                + (f", {duplicates['sha1'].nunique()} cross-class duplicates" if len(duplicates) else "")
                + (" (cached)" if from_cache else ""))
+    splits = pd.DataFrame({"file": table["file"], "class": table["class"],
+                           "group": groups if groups is not None else "", "split": split})[SPLIT_COLUMNS]
     dataset = Dataset(
         name=data, class_names=class_names, image_size=image_size,
         x_train=arrays["train"][0], y_train=arrays["train"][1],
@@ -135,8 +146,7 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
         x_test=arrays["test"][0], y_test=arrays["test"][1],
         fingerprint=_fingerprint(source, image_size, mode, rule, seed, (val_fraction, test_fraction)),
         resize_mode=mode,
-        splits=pd.DataFrame({"file": table["file"], "class": table["class"],
-                             "group": groups if groups is not None else "", "split": split})[SPLIT_COLUMNS],
+        splits=splits, splits_fingerprint=splits_fingerprint(splits, table["sha1"]),
         skipped=pd.DataFrame(skipped + dropped, columns=SKIPPED_COLUMNS),
         summary=summary,
         groups_test=None if groups is None else np.asarray(groups[split == "test"]),

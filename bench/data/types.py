@@ -22,6 +22,7 @@ class Dataset:
     y_test: np.ndarray
     fingerprint: str  # content + image size + resize mode + split rule and seed
     splits: pd.DataFrame  # file, class, group, split: one row per image used
+    splits_fingerprint: str  # the actual assignment: hash of every image's file, content, class, group and split
     skipped: pd.DataFrame  # file, reason
     summary: str
     groups_test: np.ndarray | None = None

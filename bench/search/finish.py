@@ -48,7 +48,7 @@ def log_dataset(c: MlflowClient, run_id: str, dataset: Dataset) -> None:
     counts = {f"n_{split}": int(n) for split, n in (("train", len(dataset.y_train)), ("val", len(dataset.y_val)),
                                                      ("test", len(dataset.y_test)))}
     tracking.log_batch(c, run_id, metrics={**counts, "n_skipped_files": len(dataset.skipped)},
-                       tags={tag.SPLITS_FINGERPRINT: dataset.fingerprint, tag.CLASSES: ",".join(dataset.class_names)})
+                       tags={tag.SPLITS_FINGERPRINT: dataset.splits_fingerprint, tag.CLASSES: ",".join(dataset.class_names)})
 
 
 def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
@@ -105,7 +105,9 @@ def finish(ctx: SearchContext) -> SearchResult:
     tracking.log_batch(c, best["run_id"], metrics=test_metrics)
     version = None
     if config.register:
-        version = tracking.register(c, name=config.registered_model, objective=config.objective, study=config.study_name, run_id=best["run_id"], model_uri=best["model_uri"], dataset=ds, test_metrics=test_metrics,
+        version = tracking.register(c, name=config.registered_model, objective=config.objective, study=config.study_name,
+                                    run_id=best["run_id"], model_uri=best["model_uri"], dataset=ds,
+                                    val_value=float(best[config.objective]), test_metrics=test_metrics,
                                     trial=int(best["trial"]), space=ctx.space.name)
     log_insight(c, parent, model, ds, test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)

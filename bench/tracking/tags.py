@@ -22,8 +22,8 @@ TRIAL, STATE, REASON, TRACEBACK, MODEL_URI = _named("trial", "state", "reason", 
 BEST_RUN_ID, INSIGHT_ERROR = _named("best_run_id", "insight_error")
 # Benchmark runs.
 KIND, CONTENDER, WINNER, WINNER_VERSION = _named("kind", "contender", "winner", "winner_version")
-# Model versions: the alias given at registration, why (REASON), and what replaced a champion.
-ALIAS, SUPERSEDED_BY = _named("alias", "superseded_by")
+# Model versions: the alias given at registration, why (REASON), on which split it was chosen, what replaced a champion.
+ALIAS, CHOSEN_ON, SUPERSEDED_BY = _named("alias", "chosen_on", "superseded_by")
 
 # Values of ROLE.
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
