@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from bench.reporting import insight
@@ -19,16 +20,40 @@ from bench.search import defaults, load_space
 CLASSES = ["a", "b", "c", "d"]
 
 
-def bright_square_model() -> keras.Model:
+def bright_square_model(scale: float = 1.0) -> keras.Model:
     """A model whose evidence for class 0 is, by construction, pixel brightness: conv 1×1 (sum of channels) ->
-    global average -> two logits (+x, -x). Its Grad-CAM for class 0 must be the brightness map itself."""
+    global average -> two logits (+x, -x) times `scale`. Its Grad-CAM for class 0 must be the brightness map itself."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros", name="brightness")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.Constant([[1.0, -1.0]]),
-                             bias_initializer="zeros")(x)
+    out = keras.layers.Dense(2, activation="softmax", name="probabilities",
+                             kernel_initializer=keras.initializers.Constant([[scale, -scale]]), bias_initializer="zeros")(x)
     return keras.Model(inputs, out)
+
+
+def red_green_model() -> keras.Model:
+    """Red pixels are evidence for class 0, green ones for class 1 (and against the other): conv 1×1 (red, green)
+    -> global average -> Dense softmax. The discriminative region of an image is where its colour squares are."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    colours = keras.initializers.Constant([[[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]])
+    x = keras.layers.Conv2D(2, 1, kernel_initializer=colours, bias_initializer="zeros", name="colours")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax", name="probabilities",
+                             kernel_initializer=keras.initializers.Constant([[4.0, -4.0], [-4.0, 4.0]]))(x)
+    return keras.Model(inputs, out)
+
+
+def softmax_gradient_cam(model: keras.Model, images: np.ndarray, cls: int) -> np.ndarray:
+    """The map the old Grad-CAM drew (gradient of the softmax probability), unscaled, at the feature-map size."""
+    layer = insight.feature_layer(model)
+    sub = keras.Model(model.inputs[0], [layer.output, model.outputs[0]])
+    with tf.GradientTape() as tape:
+        features, prob = sub(tf.convert_to_tensor(images, tf.float32), training=False)
+        score = prob[:, cls]
+    weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -44,6 +69,33 @@ def test_grad_cam_is_hot_where_the_evidence_is() -> None:
     assert heat.min() >= 0 and heat.max() <= 1
     assert heat[0, :4, :4].mean() > 0.9 and heat[0, 8:, 8:].max() < 0.1
     assert heat[1, 11:, 11:].mean() > 0.9 and heat[1, :8, :8].max() < 0.1
+
+
+def test_grad_cam_moves_when_the_discriminative_region_is_occluded() -> None:
+    image = np.zeros((1, 16, 16, 3), np.uint8)
+    image[0, :6, :6, 0] = 255  # a red square top-left: class 0's evidence, the larger one
+    image[0, 12:, 12:, 1] = 255  # a green square bottom-right: class 1's evidence
+    occluded = image.copy()
+    occluded[0, :6, :6] = 0
+    heat, prob = insight.grad_cam(red_green_model(), np.concatenate([image, occluded]))
+    assert list(prob.argmax(axis=1)) == [0, 1]
+    assert heat[0, :5, :5].mean() > 0.9 and heat[0, 11:, 11:].max() < 0.1  # class 0, on the red square
+    assert heat[1, 13:, 13:].mean() > 0.9 and heat[1, :5, :5].max() < 0.1  # the peak moved to the green square
+    peaks = [np.unravel_index(h.argmax(), h.shape) for h in heat]
+    assert peaks[0][0] < 6 and peaks[0][1] < 6 and peaks[1][0] >= 12 and peaks[1][1] >= 12
+    class_0 = insight.grad_cam(red_green_model(), occluded, np.array([0]))[0]
+    assert class_0[0, :6, :6].max() == 0  # class 0's heat on the occluded region is gone
+
+
+def test_grad_cam_of_the_logit_survives_a_saturated_softmax() -> None:
+    """With p = 1.0 in float32 the softmax gradient is exactly 0 everywhere; the logit's gradient is not."""
+    model = bright_square_model(scale=500.0)
+    images = np.zeros((1, 16, 16, 3), np.uint8)
+    images[0, :5, :5] = 255
+    heat, prob = insight.grad_cam(model, images, np.array([0]))
+    assert prob[0, 0] == 1.0
+    assert softmax_gradient_cam(model, images, 0).max() == 0
+    assert heat[0, :4, :4].mean() > 0.9 and heat[0, 8:, 8:].max() < 0.1
 
 
 @pytest.mark.parametrize("space", ["scratch_cnn", "resnet18"])
@@ -67,6 +119,10 @@ def test_a_model_without_a_feature_map_is_refused_in_one_line() -> None:
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)), name="flat")
     with pytest.raises(insight.BenchError, match="model 'flat' has no 4-D feature map"):
         insight.feature_layer(model)
+    conv = keras.layers.Conv2D(2, 3)(inputs)
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(conv)), name="no_head")
+    with pytest.raises(insight.BenchError, match="model 'no_head' does not end in a Dense layer"):
+        insight.grad_cam(model, random_images(1, 8))
 
 
 def test_gallery_takes_every_class_round_robin() -> None:

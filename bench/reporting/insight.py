@@ -2,7 +2,11 @@
 reliability diagram with the expected calibration error (ECE), each as a PNG (matplotlib) and an HTML twin (plotly).
 
 Grad-CAM (Selvaraju et al., 2017): for the last convolutional feature map A (H'×W'×K), the weight of channel k is the
-spatial mean of d p_class / d A_k; the map is ReLU(Σ_k w_k A_k), scaled to 0..1 per image and resized to the image.
+spatial mean of d y_class / d A_k, where y_class is the class score BEFORE the softmax (the logit); the map is
+ReLU(Σ_k w_k A_k), scaled to 0..1 per image and resized to the image. The gradient of the softmax probability would
+be p(1 - p) times smaller and is exactly 0 in float32 once p rounds to 1, which blanks the maps of the confident
+predictions. Our models end in `Dense(n, activation="softmax", name="probabilities")`: the logits are that layer's
+input times its kernel plus its bias, computed beside the model; the served model is not changed.
 "The last convolutional feature map" is found generically: the last layer of the model's own graph whose output is
 4-D, which is the last conv block of the scratch CNN and the whole backbone (a nested keras.applications model) of
 the backbone family.
@@ -58,23 +62,46 @@ def feature_layer(model: keras.Model) -> keras.layers.Layer:
     return (spatial or maps)[-1]
 
 
+def _graph_input(layer: keras.layers.Layer) -> Any:
+    return layer._inbound_nodes[-1].input_tensors[0]
+
+
+def score_head(model: keras.Model) -> tuple[keras.layers.Layer, keras.layers.Dense]:
+    """(the model's last layer, the Dense that ends the model): the last layer itself, or the last layer of a nested
+    head model (the backbone family's `head`). The Dense's pre-activation (input @ kernel + bias) are the logits."""
+    last = model.layers[-1]
+    dense = last.layers[-1] if isinstance(last, keras.Model) else last
+    if not isinstance(dense, keras.layers.Dense):
+        raise BenchError(f"model '{model.name}' does not end in a Dense layer: no class scores before the softmax "
+                         "for Grad-CAM")
+    return last, dense
+
+
 def grad_cam(model: keras.Model, images: np.ndarray, classes: np.ndarray | None = None, *,
              layer: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(heat maps N×S×S in 0..1 at the image size, probabilities N×C) for uint8 images N×S×S×3.
-    `classes`: whose evidence each map shows (default: the predicted class)."""
+    `classes`: whose evidence each map shows (default: the predicted class); the score is its logit."""
     layer = layer or feature_layer(model)
-    cam_model = keras.Model(model.inputs[0], [_graph_output(layer), model.outputs[0]])
+    last, dense = score_head(model)
+    cam_model = keras.Model(model.inputs[0], [_graph_output(layer), _graph_input(last)])
+    # Inside a nested head: its layers up to the Dense, applied to the same forward pass (so the tape sees them).
+    to_dense = None if last is dense else keras.Model(last.inputs[0], _graph_input(dense))
     x = tf.convert_to_tensor(np.asarray(images), tf.float32)
     with tf.GradientTape() as tape:
-        features, prob = cam_model(x, training=False)  # training=None would run the augmentation layers
+        features, head_input = cam_model(x, training=False)  # training=None would run the augmentation layers
+        if to_dense is not None:
+            head_input = to_dense(head_input, training=False)
+        logits = tf.matmul(tf.cast(head_input, dense.kernel.dtype), dense.kernel)
+        logits = logits + dense.bias if dense.use_bias else logits
+        prob = dense.activation(logits)  # the model's own output
         target = tf.argmax(prob, axis=1) if classes is None else tf.convert_to_tensor(classes, tf.int64)
-        score = tf.gather(prob, target, axis=1, batch_dims=1)
+        score = tf.gather(logits, target, axis=1, batch_dims=1)
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
     cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
     peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
-    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0), prob.numpy()
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0), np.asarray(prob)
 
 
 def overlay(image: np.ndarray, heat: np.ndarray | None, *, alpha: float = HEAT_ALPHA) -> np.ndarray:
@@ -206,12 +233,13 @@ def reliability_figure(bins: pd.DataFrame, ece: float, title: str) -> go.Figure:
 def write_insights(folder: Path, model: keras.Model, images: np.ndarray, y_true: np.ndarray, prob: np.ndarray,
                    class_names: list[str], *, n_images: int = 16, title: str = "best model, test split") -> dict[str, float]:
     """gradcam.png/.html, mistakes.png/.html, reliability.png/.html in `folder`; returns {"ece": …, "n_mistakes": …}.
-    A model without a 4-D feature map gets its galleries without heat maps."""
+    A model without a 4-D feature map or a final Dense layer gets its galleries without heat maps."""
     y_true = np.asarray(y_true)
     shown = gallery_indices(y_true, n_images)
     wrong = confident_mistakes(y_true, prob, n_images)
     try:
         layer = feature_layer(model)
+        score_head(model)
     except BenchError:
         layer = None
     for name, idx, what in (("gradcam", shown, "Grad-CAM of the predicted class"),
@@ -221,7 +249,8 @@ def write_insights(folder: Path, model: keras.Model, images: np.ndarray, y_true:
         heat = grad_cam(model, images[idx], prob[idx].argmax(axis=1), layer=layer)[0] if layer else [None] * len(idx)
         tiles = [overlay(images[i], h) for i, h in zip(idx, heat)]
         titles = _titles(y_true, prob, idx, class_names)
-        heading = f"{title}: {what}\n" + (f"(feature map: layer {layer.name})" if layer else "(no conv feature map)")
+        heading = f"{title}: {what}\n" + (f"(feature map: layer {layer.name}; gradient of the class logit)" if layer
+                                             else "(no conv feature map or final Dense layer)")
         gallery_png(tiles, titles, folder / f"{name}.png", heading)
         write_html(gallery_figure(tiles, titles, heading), folder / f"{name}.html")
     ece = expected_calibration_error(y_true, prob)
