@@ -27,11 +27,12 @@ def data_cache(tmp_path, monkeypatch):
 
 
 def write_image(path: Path, seed: int, *, size=(24, 18), mode="RGB") -> Path:
-    """A small distinct image (random blocks, so JPEG keeps files distinct too)."""
+    """A small distinct image: random 2-pixel blocks, detailed enough that JPEG keeps files distinct
+    and that no two images are near-duplicates of each other."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    rgb = Image.fromarray(np.kron(blocks, np.ones((6, 6, 1), np.uint8))).resize(size)
+    blocks = rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    rgb = Image.fromarray(np.kron(blocks, np.ones((2, 2, 1), np.uint8))).resize(size)
     image = rgb if mode == "RGB" else rgb.convert(mode)
     image.save(path, FORMATS[path.suffix.lstrip(".").lower()])
     return path
@@ -326,7 +327,8 @@ def test_inspect_reports_counts_sizes_and_cross_class_duplicates(tmp_path):
     text = inspect(str(root), image_size=16)
     assert "images per class and split:" in text and "24x18 (21)" in text
     assert "1 sets span more than one class" in text
-    assert "groups: none known" in text
+    assert "near-duplicate clusters: 20 groups (1 of 2+ images, 2 images in them), largest 2 images" in text
+    assert "groups: none known" in inspect(f"{root}?near_duplicates=off", image_size=16)
 
 
 def test_class_weights_are_balanced():
