@@ -7,8 +7,9 @@ components the groups of a table that declares none, so carved splits keep copie
 
 The hash is exactly invariant to the 8 rotations/flips and robust to small shifts and JPEG
 re-encoding: grey level; an exact 32×32 area average (integer overlap weights in float64, so it
-commutes with flips, which PIL's `resize` does not); the orientation whose first intensity moments
-satisfy mx >= my >= 0 (exact integers; on a tie, the minimum over the tied ones); `imagehash.dhash`.
+commutes with flips, which PIL's `resize` does not); `imagehash.dhash` of the two orientations that
+come nearest to first intensity moments mx >= my >= 0 (exact integers). Two, because near a tie a
+1-pixel shift can swap the winner: images link when best–best, best–second or second–best are close.
 dhash was chosen over phash/whash/ahash for the fewest false links between distinct real smears,
 which is what ruins single linkage. It does NOT group copies made with free rotation, shear and
 ~10 % shifts (Keras `ImageDataGenerator` style, as in the Kaggle blood-cells set): measured in
@@ -17,6 +18,9 @@ which is what ruins single linkage. It does NOT group copies made with free rota
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
@@ -27,6 +31,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from bench import paths
 from bench.errors import DataError
 from bench.validation import Rules, between, check, one_of
 
@@ -34,7 +39,7 @@ HASH_BITS = 64
 SMALL = 32  # side of the area-averaged grey image the hash reads
 DEFAULT_THRESHOLD = 8  # generated copies are within 6 bits, distinct generated sources >= 16 apart
 GROUP_PREFIX = "dup:"
-HASH_COLUMN = "dhash"  # 16 hex digits per image in the cached index and the per-image table
+HASH_COLUMN = "dhash"  # 2 x 16 hex digits per image (best, second orientation) in the cached index and table
 _CHUNK = 1024  # rows of one pairwise-distance block (1024 x n uint8)
 _WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, -1, -1, dtype=np.uint64))
 RULES: Rules = (("threshold", between(0, HASH_BITS)),)
@@ -55,21 +60,19 @@ def _shrink(gray: np.ndarray, size: int = SMALL) -> np.ndarray:
     return np.rint(total / float(h * w)).astype(np.uint8)
 
 
-def _canonical(small: np.ndarray) -> list[np.ndarray]:
-    """The rotations/flips of `small` whose first moments about the centre satisfy mx >= my >= 0.
-
-    A flip negates a moment and a transpose swaps them, so exactly one transform qualifies unless
-    there is a tie. Far steadier under crops than the minimum over all 8 hashes, whose leading
-    bits flip easily."""
+def _ranked(small: np.ndarray) -> list[tuple[int, int]]:
+    """(−margin, dhash) of the 8 rotations/flips of `small`, best first. The margin, min(mx − my, my)
+    of the first moments about the centre, is >= 0 for exactly one transform unless there is a tie; a
+    flip negates a moment and a transpose swaps them, so the ranking is the same for any rotation or
+    flip of the input. Far steadier under crops than the minimum over all 8 hashes."""
     coord = (2 * np.arange(small.shape[0]) - (small.shape[0] - 1)).astype(np.int64)
-    out = []
+    ranked = []
     for k in range(4):
         for t in (np.rot90(small, k), np.rot90(small, k)[:, ::-1]):
             a = t.astype(np.int64)
             mx, my = int((a.sum(0) * coord).sum()), int((a.sum(1) * coord).sum())
-            if mx >= my >= 0:
-                out.append(t)
-    return out
+            ranked.append((-min(mx - my, my), _dhash(t)))
+    return sorted(ranked)
 
 
 def _dhash(small: np.ndarray) -> int:
@@ -77,22 +80,24 @@ def _dhash(small: np.ndarray) -> int:
     return int((bits.astype(np.uint64) * _WEIGHTS).sum(dtype=np.uint64))
 
 
-def image_hash(image: Image.Image) -> int:
-    """64-bit hash of a PIL image of any mode and size, identical for its 8 rotations/flips.
+def image_hash(image: Image.Image) -> tuple[int, int]:
+    """Two 64-bit hashes (best and second orientation) of a PIL image of any mode and size, identical
+    for its 8 rotations/flips.
 
     It reads the pixels without changing `image`; call it after `decode_opened`, which has loaded
     them at the JPEG `draft` scale (before it, `convert` would decode the full size)."""
     gray = image.convert("L") if image.mode in ("L", "RGB") else image.convert("RGB").convert("L")
-    small = _shrink(np.asarray(gray, dtype=np.uint8))
-    return min(_dhash(t) for t in _canonical(small))
+    (_, best), (_, second) = _ranked(_shrink(np.asarray(gray, dtype=np.uint8)))[:2]
+    return best, second
 
 
-def to_hex(value: int) -> str:
-    return f"{value:016x}"
+def to_hex(value: tuple[int, int]) -> str:
+    return f"{value[0]:016x}{value[1]:016x}"
 
 
 def from_hex(values) -> np.ndarray:
-    return np.array([int(v, 16) for v in values], dtype=np.uint64)
+    """(n, 2) uint64 from `to_hex` strings."""
+    return np.array([(int(v[:16], 16), int(v[16:], 16)) for v in values], dtype=np.uint64).reshape(-1, 2)
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -102,14 +107,26 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
 
 
+def _distance(h: np.ndarray, start: int) -> np.ndarray:
+    """Bits between rows start:start+_CHUNK and columns start: of (n, k) hashes: best–best, and with
+    two columns also best–second and second–best (a tie that one image broke the other way)."""
+    block, rest = h[start:start + _CHUNK], h[start:]
+    d = _popcount(block[:, None, 0] ^ rest[None, :, 0])
+    if h.shape[1] > 1:
+        d = np.minimum(d, _popcount(block[:, None, 0] ^ rest[None, :, 1]))
+        d = np.minimum(d, _popcount(block[:, None, 1] ^ rest[None, :, 0]))
+    return d
+
+
 def close_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j), i < j, for every pair within `threshold` bits: the upper triangle in blocks (O(n²),
-    about 0.5 s for 12k hashes; beyond ~100k a multi-index hash would be needed)."""
-    h = np.ascontiguousarray(hashes, dtype=np.uint64).ravel()
+    """(i, j), i < j, for every pair within `threshold` bits, from (n,) or (n, 2) hashes: the upper
+    triangle in blocks (O(n²): ~1.5 s for 12k pairs of hashes; beyond ~100k images a multi-index
+    hash would be needed)."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    h = np.ascontiguousarray(h.reshape(len(h), -1))
     rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(h), _CHUNK):
-        block = h[start:start + _CHUNK]
-        i, j = np.nonzero(_popcount(block[:, None] ^ h[None, start:]) <= threshold)
+        i, j = np.nonzero(_distance(h, start) <= threshold)
         keep = i < j  # both relative to `start`
         rows.append(start + i[keep])
         cols.append(start + j[keep])
@@ -117,9 +134,10 @@ def close_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndar
 
 
 def near_duplicate_groups(hashes: np.ndarray, *, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Connected-component label (int64, 0..k-1) per hash, linking hashes within `threshold` bits."""
+    """Connected-component label (int64, 0..k-1) per image of (n,) or (n, 2) hashes, linking images
+    within `threshold` bits."""
     check(RULES, {"threshold": threshold}, error=DataError)
-    h = np.asarray(hashes, dtype=np.uint64).ravel()
+    h = np.asarray(hashes, dtype=np.uint64)
     if len(h) == 0:
         return np.zeros(0, np.int64)
     i, j = close_pairs(h, threshold)
@@ -147,12 +165,27 @@ def group_summary(labels) -> GroupSummary:
     return GroupSummary(int(labels.size), int(len(sizes)), int(sizes.max()), int((sizes == 1).sum()))
 
 
+def _cached_groups(hashes: np.ndarray, threshold: int) -> np.ndarray:
+    """`near_duplicate_groups`, kept in `<cache>/near_duplicates/` by content so cached loads skip the O(n²) pass."""
+    digest = hashlib.sha256(np.ascontiguousarray(hashes).tobytes() + f"|{threshold}".encode()).hexdigest()[:24]
+    folder = paths.cache_dir() / "near_duplicates"
+    path = folder / f"{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    labels = near_duplicate_groups(hashes, threshold=threshold)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{digest}-{uuid.uuid4().hex[:8]}.npy"
+    np.save(tmp, labels)
+    os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+    return labels
+
+
 def group_table(table: pd.DataFrame, *, threshold: int = DEFAULT_THRESHOLD) -> GroupSummary | None:
     """Set `table["group"]` to `dup:<component>` when no row declares a group and every row has a
     hash; the summary of what was found, or None when the table was left alone."""
     if HASH_COLUMN not in table or (table["group"] != "").any() or (table[HASH_COLUMN] == "").any():
         return None
-    labels = near_duplicate_groups(from_hex(table[HASH_COLUMN]), threshold=threshold)
+    labels = _cached_groups(from_hex(table[HASH_COLUMN]), threshold)
     table["group"] = [f"{GROUP_PREFIX}{k}" for k in labels]
     return group_summary(labels)
 
