@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -304,6 +305,22 @@ def test_second_load_comes_from_the_cache_and_a_changed_file_changes_the_fingerp
     assert not third.from_cache and third.dataset.fingerprint != first.dataset.fingerprint
     assert load(str(root), image_size=24).dataset.fingerprint != third.dataset.fingerprint
     assert not list(data_cache.glob("decoded/.tmp-*"))
+
+
+def test_a_copied_dataset_has_the_same_fingerprint_and_a_changed_pixel_another(tmp_path):
+    """Content, not mtimes or the root: another machine's copy of the files gives the same fingerprint."""
+    original = Path(make_card(tmp_path)).parent.parent / "store" / "smears"
+    copy = tmp_path / "elsewhere" / "smears"
+    shutil.copytree(original, copy)
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(10**18, 10**18))  # new mtimes, as a copy to another machine would have
+    first, copied = load(str(original), image_size=16), load(str(copy), image_size=16)
+    assert not copied.from_cache and copied.dataset.fingerprint == first.dataset.fingerprint
+    image = copy / "train" / "EOS" / "img0.png"
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0, 0] ^= 1
+    Image.fromarray(pixels).save(image)
+    assert load(str(copy), image_size=16).dataset.fingerprint != first.dataset.fingerprint
 
 
 def test_an_interrupted_decode_leaves_no_cache_entry(tmp_path, data_cache, monkeypatch):
