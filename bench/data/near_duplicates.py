@@ -66,13 +66,14 @@ def _ranked(small: np.ndarray) -> list[tuple[int, int]]:
     flip negates a moment and a transpose swaps them, so the ranking is the same for any rotation or
     flip of the input. Far steadier under crops than the minimum over all 8 hashes."""
     coord = (2 * np.arange(small.shape[0]) - (small.shape[0] - 1)).astype(np.int64)
-    ranked = []
+    scored = []
     for k in range(4):
         for t in (np.rot90(small, k), np.rot90(small, k)[:, ::-1]):
             a = t.astype(np.int64)
             mx, my = int((a.sum(0) * coord).sum()), int((a.sum(1) * coord).sum())
-            ranked.append((-min(mx - my, my), _dhash(t)))
-    return sorted(ranked)
+            scored.append((-min(mx - my, my), t))
+    cut = sorted(score for score, _ in scored)[1]  # hash only the top two (and any tied with the second)
+    return sorted((score, _dhash(t)) for score, t in scored if score <= cut)
 
 
 def _dhash(small: np.ndarray) -> int:
