@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -27,11 +28,12 @@ def data_cache(tmp_path, monkeypatch):
 
 
 def write_image(path: Path, seed: int, *, size=(24, 18), mode="RGB") -> Path:
-    """A small distinct image (random blocks, so JPEG keeps files distinct too)."""
+    """A small distinct image: random 2-pixel blocks, detailed enough that JPEG keeps files distinct
+    and that no two images are near-duplicates of each other."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    rgb = Image.fromarray(np.kron(blocks, np.ones((6, 6, 1), np.uint8))).resize(size)
+    blocks = rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    rgb = Image.fromarray(np.kron(blocks, np.ones((2, 2, 1), np.uint8))).resize(size)
     image = rgb if mode == "RGB" else rgb.convert(mode)
     image.save(path, FORMATS[path.suffix.lstrip(".").lower()])
     return path
@@ -305,6 +307,22 @@ def test_second_load_comes_from_the_cache_and_a_changed_file_changes_the_fingerp
     assert not list(data_cache.glob("decoded/.tmp-*"))
 
 
+def test_a_copied_dataset_has_the_same_fingerprint_and_a_changed_pixel_another(tmp_path):
+    """Content, not mtimes or the root: another machine's copy of the files gives the same fingerprint."""
+    original = Path(make_card(tmp_path)).parent.parent / "store" / "smears"
+    copy = tmp_path / "elsewhere" / "smears"
+    shutil.copytree(original, copy)
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(10**18, 10**18))  # new mtimes, as a copy to another machine would have
+    first, copied = load(str(original), image_size=16), load(str(copy), image_size=16)
+    assert not copied.from_cache and copied.dataset.fingerprint == first.dataset.fingerprint
+    image = copy / "train" / "EOS" / "img0.png"
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0, 0] ^= 1
+    Image.fromarray(pixels).save(image)
+    assert load(str(copy), image_size=16).dataset.fingerprint != first.dataset.fingerprint
+
+
 def test_an_interrupted_decode_leaves_no_cache_entry(tmp_path, data_cache, monkeypatch):
     root = make_class_folders(tmp_path)
 
@@ -326,7 +344,8 @@ def test_inspect_reports_counts_sizes_and_cross_class_duplicates(tmp_path):
     text = inspect(str(root), image_size=16)
     assert "images per class and split:" in text and "24x18 (21)" in text
     assert "1 sets span more than one class" in text
-    assert "groups: none known" in text
+    assert "near-duplicate clusters: 20 groups (1 of 2+ images, 2 images in them), largest 2 images" in text
+    assert "groups: none known" in inspect(f"{root}?near_duplicates=off", image_size=16)
 
 
 def test_class_weights_are_balanced():

@@ -2,7 +2,9 @@
 
 The cache key hashes every path with its size and mtime, so any change to a file makes a new
 entry. An entry is a folder holding `images.npy` (only the decodable files, in listing order,
-memory-mapped on load) and `index.csv` (per listed file: ok, reason, sha1, width, height). It is
+memory-mapped on load) and `index.csv` (per listed file: ok, reason, sha1 of its bytes, width,
+height, and the near-duplicate hash of its pixels, `near_duplicates.image_hash`). The pass reads
+every byte and every pixel once, so the content fingerprint and the grouping cost no second read. It is
 built in a temporary folder and renamed into place, under a file lock, so a killed process never
 leaves a partial entry and two processes never decode the same listing twice.
 """
@@ -25,9 +27,10 @@ from filelock import FileLock
 from PIL import Image, UnidentifiedImageError
 
 from bench import paths
+from bench.data.near_duplicates import HASH_COLUMN, image_hash, to_hex
 from bench.images import decode_opened
 
-CACHE_VERSION = "1"  # bump when decoding changes in a way that alters pixels
+CACHE_VERSION = "2"  # bump when decoding changes pixels or the index columns (2: near-duplicate hash)
 WORKERS = min(2, os.cpu_count() or 1)
 POOL_MIN_FILES = 400  # below this a process pool costs more than it saves
 CHUNK = 128
@@ -36,7 +39,7 @@ CHUNK = 128
 @dataclass
 class Decoded:
     images: np.ndarray  # uint8 (n_ok, S, S, 3), memory-mapped
-    index: pd.DataFrame  # one row per input path: ok, reason, sha1, width, height
+    index: pd.DataFrame  # one row per input path: ok, reason, sha1, width, height, dhash
     from_cache: bool
     key: str
 
@@ -60,18 +63,19 @@ def reason_for(exc: BaseException) -> str:
 
 
 def _decode_one(path: str, size: int, mode: str):
-    """(array or None, reason, sha1, width, height) for one file."""
+    """(array or None, reason, sha1, width, height, near-duplicate hash) for one file."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return None, reason_for(exc), "", 0, 0
+        return None, reason_for(exc), "", 0, 0, ""
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            return decode_opened(image, size, mode), "", sha1, width, height
+            pixels = decode_opened(image, size, mode)  # loads at the draft scale, which the hash then reads
+            return pixels, "", sha1, width, height, to_hex(image_hash(image))
     except Exception as exc:  # PIL raises many types for bad files; each becomes a skip reason
-        return None, reason_for(exc), sha1, 0, 0
+        return None, reason_for(exc), sha1, 0, 0, ""
 
 
 def _decode_chunk(args: tuple[list[str], int, str]):
@@ -105,7 +109,7 @@ def _decode_all(paths_: list[str], size: int, mode: str, target: Path) -> pd.Dat
         start += len(part)
     images.flush()
     del images
-    index = pd.DataFrame(metas, columns=["reason", "sha1", "width", "height"])
+    index = pd.DataFrame(metas, columns=["reason", "sha1", "width", "height", HASH_COLUMN])
     index.insert(0, "ok", index["reason"] == "")
     return index
 
@@ -129,7 +133,7 @@ def decode_files(files: pd.DataFrame, size: int, mode: str) -> Decoded:
                 os.replace(tmp, entry)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    index = pd.read_csv(entry / "index.csv", dtype={"reason": str, "sha1": str}, keep_default_na=False)
+    index = pd.read_csv(entry / "index.csv", dtype={"reason": str, "sha1": str, HASH_COLUMN: str}, keep_default_na=False)
     if len(index) != len(files):
         raise RuntimeError(f"cache entry {entry} lists {len(index)} files, expected {len(files)}; delete it")
     return Decoded(np.load(entry / "images.npy", mmap_mode="r"), index, from_cache, key)

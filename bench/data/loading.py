@@ -5,7 +5,9 @@ a dataset card (a name in `datasets/` or a path to a .yaml), a MedMNIST `.npz`, 
 layout is detected (split folders, file-name labels, class folders); see `bench.data.layouts` and
 `datasets/README.md`. Images are decoded once into a memory-mapped cache, unusable files are
 skipped with a reason, and the splits never let a group (a source smear, a patient) span two of
-train, validation and test.
+train, validation and test. Where the data declares no groups, near-duplicate images (the same
+field rotated, flipped, shifted or re-encoded) become the groups; `near_duplicates=False`, the card
+key `near_duplicates: false` or the `--data` suffix `?near_duplicates=off` turns that off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
+from bench.data import near_duplicates as dups
 from bench.data.cache import decode_files
 from bench.errors import DataError
 from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RESIZE_MODES
@@ -60,10 +63,11 @@ def _materialise(source: Source, image_size: int, mode: str) -> tuple[np.ndarray
     if files["class"].nunique() < 2:
         raise DataError(f"a classifier needs at least 2 classes; {source.root} has 1 ({files['class'].iloc[0]})")
     decoded = decode_files(files, image_size, mode)
+    source.files = files.assign(sha1=decoded.index["sha1"].to_numpy())  # content, for the fingerprint
     ok = decoded.index["ok"].to_numpy()
     skipped = list(source.skipped) + list(zip(files["file"][~ok], decoded.index["reason"][~ok]))
     table = files.loc[ok, ["file", "class", "official", "group"]].reset_index(drop=True)
-    for column in ("sha1", "width", "height"):
+    for column in ("sha1", "width", "height", dups.HASH_COLUMN):
         table[column] = decoded.index.loc[ok, column].to_numpy()
     return decoded.images, table, skipped, decoded.from_cache
 
@@ -98,13 +102,16 @@ def cross_class_duplicates(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
-         test_fraction: float = 0.2, resize_mode: str | None = None) -> Loaded:
+         test_fraction: float = 0.2, resize_mode: str | None = None, near_duplicates: bool | None = None) -> Loaded:
     """`load_dataset` with the per-image details that `inspect` reports."""
     check(ARGUMENT_RULES, {"image_size": image_size, "resize_mode": resize_mode})
+    name = data
+    data, option = dups.data_option(data)
     layout = detect_layout(data)
     source = layout.load(data, image_size=image_size, seed=seed, options=None)
     mode = resize_mode or source.resize_mode
     x_all, table, skipped, from_cache = _materialise(source, image_size, mode)
+    found = dups.apply(table, source.options, near_duplicates, option)
 
     keep, dropped = group_leaks(table, source.options.get("group_leak", "drop"))
     table = table[keep].reset_index(drop=True)
@@ -133,14 +140,15 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
     counts = " / ".join(f"{part} {int((split == part).sum()):,}" for part in SPLITS)
     group_counts = (" / ".join(str(len(set(groups[split == part]))) for part in SPLITS) + " groups"
                     if groups is not None else "no groups")
-    summary = (f"data {data}: {source.layout}, {len(class_names)} classes, {counts} images, {group_counts}, "
+    group_counts += f" ({found})" if found else ""
+    summary = (f"data {name}: {source.layout}, {len(class_names)} classes, {counts} images, {group_counts}, "
                f"{image_size}px {mode}, {len(skipped) + len(dropped)} skipped"
                + (f", {duplicates['sha1'].nunique()} cross-class duplicates" if len(duplicates) else "")
                + (" (cached)" if from_cache else ""))
     splits = pd.DataFrame({"file": table["file"], "class": table["class"],
                            "group": groups if groups is not None else "", "split": split})[SPLIT_COLUMNS]
     dataset = Dataset(
-        name=data, class_names=class_names, image_size=image_size,
+        name=name, class_names=class_names, image_size=image_size,
         x_train=arrays["train"][0], y_train=arrays["train"][1],
         x_val=arrays["val"][0], y_val=arrays["val"][1],
         x_test=arrays["test"][0], y_test=arrays["test"][1],
@@ -155,7 +163,8 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
 
 
 def load_dataset(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
-                 test_fraction: float = 0.2, resize_mode: str | None = None) -> Dataset:
+                 test_fraction: float = 0.2, resize_mode: str | None = None,
+                 near_duplicates: bool | None = None) -> Dataset:
     """Load, decode (cached), split and check a dataset; see the module docstring for `data`."""
-    return load(data, image_size=image_size, seed=seed, val_fraction=val_fraction,
-                test_fraction=test_fraction, resize_mode=resize_mode).dataset
+    return load(data, image_size=image_size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                resize_mode=resize_mode, near_duplicates=near_duplicates).dataset

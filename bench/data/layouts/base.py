@@ -86,10 +86,14 @@ def detect_layout(data: str) -> Layout:
 
 
 def content_fingerprint(source: Source) -> str:
-    """Hash of everything a layout found (paths, sizes, mtimes, labels, splits, groups, options)."""
+    """Hash of what a layout found: relative paths, labels, official splits, groups, options, and the
+    content of every file (its `sha1` column, filled by the decode pass), never sizes or mtimes, so
+    the same files copied to another machine give the same fingerprint."""
     digest = hashlib.sha256(f"{source.layout}|{source.class_names}|{sorted(source.options.items())!r}".encode())
     if source.files is not None:
-        cols = ["file", "class", "official", "group", "bytes", "mtime_ns"]
+        if "sha1" not in source.files:
+            raise ValueError("content_fingerprint needs the files' sha1 column (set by the decode pass)")
+        cols = ["file", "class", "official", "group", "sha1"]
         digest.update(pd.util.hash_pandas_object(source.files[cols], index=False).values.tobytes())
     if source.x is not None:
         digest.update(np.ascontiguousarray(source.x).data)

@@ -22,7 +22,7 @@ GROUP_LEAK_POLICIES = ("drop", "keep", "error")
 CARD_KEYS = {
     "name": str, "description": str, "source": str, "license": str, "root": str, "layout": str,
     "splits": dict, "classes": dict, "groups": dict, "labels": dict, "resize_mode": str,
-    "group_leak": str, "label_pattern": str, "group_pattern": str,
+    "group_leak": str, "label_pattern": str, "group_pattern": str, "near_duplicates": bool,
 }
 CARD_DEFAULTS = {"resize_mode": "pad", "group_leak": "drop"}
 CARD_RULES: Rules = (
