@@ -64,13 +64,14 @@ def _study_parent(c: MlflowClient, experiment_id: str, config: SearchConfig, inv
 
 def run(config: SearchConfig) -> SearchResult:
     started = time.perf_counter()
-    c = tracking.client()
     worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
     invocation = None if worker_of else os.environ.get("MLFLOW_RUN_ID")  # `mlflow run`'s own run
-    tracking.check_run_experiment(c, config.experiment, default=SearchConfig.experiment)
+    if invocation:  # before any work: `mlflow run` may have put its run in another experiment than asked
+        tracking.check_run_experiment(tracking.client(), config.experiment, default=SearchConfig.experiment)
     space = load_space(config.space)
     dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
     print(dataset.summary, flush=True)
+    c = tracking.client()
     experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
     tags = {
         tag.STUDY: config.study_name,
