@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,19 @@ VAL_KEYS = {"val_accuracy", "val_precision_macro", "val_recall_macro", "val_f1_m
 TEST_KEYS = {k.replace("val_", "test_") for k in VAL_KEYS}
 TRIAL_ARTIFACTS = {"confusion_matrix.png", "confusion_matrix.html", "roc_curve.png", "roc_curve.html",
                    "classification_report.json"}
+
+
+REQUIRE_SYSTEM_ENV = "BENCH_REQUIRE_SYSTEM_TESTS"  # `.ci/run` sets it: a missing system package fails, not skips
+
+
+def need_system(found: object, message: str) -> None:
+    """Skip with `message` (what is missing and how to install it) when `found` is falsy; fail instead when
+    BENCH_REQUIRE_SYSTEM_TESTS=1, so that CI, which installs every system package, never skips silently."""
+    if found:
+        return
+    if os.environ.get(REQUIRE_SYSTEM_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_SYSTEM_ENV}=1)", pytrace=False)
+    pytest.skip(message)
 
 
 def children(c, parent: str) -> list:

@@ -102,17 +102,30 @@ def test_bad_weights_values_fail_with_one_line_naming_the_rule(tmp_path: Path) -
 
 
 def test_imagenet_offline_names_the_file_keras_wanted_and_the_alternatives(tmp_path, monkeypatch) -> None:
-    # An empty Keras cache: Keras must download, and this machine has no internet (DNS fails at once).
+    # An empty Keras cache, so Keras must download; the download fails as it does offline (DNS lookup fails),
+    # whatever this machine's network: Keras's own get_file turns the URLError into its "URL fetch failure".
+    import socket
+    import urllib.error
+
     import keras.src.backend.config as keras_config
+    from keras.src.utils import file_utils
+
+    asked = []
+
+    def offline(url, *args, **kwargs):
+        asked.append(url)
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))  # Keras reads KERAS_HOME at import only
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
     with pytest.raises(ConfigError) as info:
         create_backbone("mobilenet_v2", image_size=96, weights="imagenet")
     message = str(info.value)
     assert "\n" not in message
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
     assert "weights=none" in message and "KERAS_HOME" in message
+    assert len(asked) == 1 and asked[0] in message  # the fake answered, not this machine's network
 
 
 @needs_mobilenet_file

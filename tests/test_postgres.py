@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import pg, searchproc
+from tests.conftest import need_system
 from tests.test_workers import check_one_study_two_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -18,9 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[pg.Cluster]:
-    if pg.bin_dir() is None:
-        pytest.skip("PostgreSQL server not installed: no /usr/lib/postgresql/*/bin/initdb (.ci/run installs "
-                    "Debian's postgresql)")
+    need_system(pg.bin_dir(), "PostgreSQL server not installed: no /usr/lib/postgresql/*/bin/initdb "
+                              "(apt-get install postgresql; .ci/run installs it)")
     started = time.perf_counter()
     c = pg.start()
     print(f"PostgreSQL cluster up in {time.perf_counter() - started:.1f} s on port {c.port}")

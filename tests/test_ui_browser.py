@@ -20,7 +20,7 @@ import requests
 
 from bench import paths
 from bench.serving import free_port
-from tests.conftest import tiny_config
+from tests.conftest import need_system, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -30,9 +30,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 ARTIFACTS = paths.PROJECT_ROOT / "test-artifacts"
 
 
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Debian's chromium, found before the module's search runs (skipped, or failed in CI, when missing)."""
+    binary = shutil.which("chromium")
+    need_system(binary, "Debian's chromium not installed (apt-get install chromium; .ci/run installs it)")
+    return binary
+
+
 def chromium(url: str, *action: str) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium")
-    assert binary, "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
     with tempfile.TemporaryDirectory(prefix="hemabench-chromium-") as profile:
         return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, url],
                               capture_output=True, text=True, timeout=60)
@@ -65,7 +72,7 @@ def link(searched, module_tracking: Path):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=2)  # the server went with it
 
 
-def test_link_opens_the_trials_with_the_metric_column(link: str) -> None:
+def test_link_opens_the_trials_with_the_metric_column(browser: str, link: str) -> None:
     assert "viewStateShareKey=" in link
     page = chromium(link, "--dump-dom")
     assert page.returncode == 0, page.stderr[-2000:]

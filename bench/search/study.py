@@ -6,8 +6,11 @@ after (data, parent run, leaderboard, test evaluation, registry) is the same for
 
 from __future__ import annotations
 
+import json
 import os
 import time
+
+from mlflow.tracking import MlflowClient
 
 from bench import paths
 from bench import tracking
@@ -21,13 +24,54 @@ from bench.search.space import load_space
 from bench.tracking import tags as tag
 
 
+def end_dead_runs(c: MlflowClient, experiment_id: str, study: str) -> list[str]:
+    """End KILLED, with the reason, the study's parent and invocation runs left RUNNING by a process that died
+    on this host (SIGKILL, OOM killer, reboot); their trial runs are the engine's (it reaps dead trials)."""
+    ended = []
+    for role in (tag.PARENT, tag.INVOCATION_ROLE):
+        for run in tracking.running_children(c, experiment_id, study, role=role):
+            who = json.loads(run.data.tags.get(tag.PROCESS) or "null")
+            if not workers.is_dead(who):
+                continue
+            reason = f"its process {who['pid']} on {who['host']} died (killed or crashed)"
+            tracking.log_batch(c, run.info.run_id, tags={tag.REASON: reason})
+            c.set_terminated(run.info.run_id, "KILLED")
+            print(f"ended {role} run {run.info.run_id} KILLED: {reason}", flush=True)
+            ended.append(run.info.run_id)
+    return ended
+
+
+def _study_parent(c: MlflowClient, experiment_id: str, config: SearchConfig, invocation: str | None,
+                  tags: dict[str, str]) -> str:
+    """The study's one parent run: its earlier parent when there is one (re-opened), else `mlflow run`'s run,
+    else a new run. Under `mlflow run` of a study that already has its parent, the project's run records the
+    invocation and points at the parent (tag and nesting), so the study stays one run in the UI."""
+    end_dead_runs(c, experiment_id, config.study_name)
+    me = json.dumps(workers.identity())
+    previous = finish.previous_parent(c, experiment_id, config.study_name)
+    parent = tracking.start_parent(c, experiment_id, name=config.study_name, resume_run_id=previous,
+                                   tags={**tags, tag.PROCESS: me})
+    if tag.REASON in c.get_run(parent).data.tags:  # it was ended KILLED; it runs again now
+        c.delete_tag(parent, tag.REASON)
+    if invocation and invocation != parent:
+        tracking.log_batch(c, invocation, tags={
+            tag.ROLE: tag.INVOCATION_ROLE, tag.STUDY: config.study_name, tag.STUDY_PARENT: parent,
+            tag.PARENT_RUN_ID: parent, tag.PROCESS: me,
+            tag.NOTE: f"`mlflow run` of study `{config.study_name}`; its trials and results are in parent run {parent}."})
+        print(f"mlflow run {invocation} continues study {config.study_name} in its parent run {parent}", flush=True)
+    return parent
+
+
 def run(config: SearchConfig) -> SearchResult:
     started = time.perf_counter()
+    worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
+    invocation = None if worker_of else os.environ.get("MLFLOW_RUN_ID")  # `mlflow run`'s own run
+    if invocation:  # before any work: `mlflow run` may have put its run in another experiment than asked
+        tracking.check_run_experiment(tracking.client(), config.experiment, default=SearchConfig.experiment)
     space = load_space(config.space)
     dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
     print(dataset.summary, flush=True)
     c = tracking.client()
-    worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
     experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
     tags = {
         tag.STUDY: config.study_name,
@@ -38,13 +82,10 @@ def run(config: SearchConfig) -> SearchResult:
         tag.OBJECTIVE: config.objective,
         tag.GIT_COMMIT: tracking.git_commit(),
     }
-    resume = None if os.environ.get("MLFLOW_RUN_ID") else finish.previous_parent(c, experiment_id, config.study_name)
-    parent = worker_of or tracking.start_parent(
-        c, experiment_id, name=config.study_name, resume_run_id=resume,
-        tags={**tags, tag.ROLE: tag.PARENT,
-              tag.NOTE: f"{config.engine} study `{config.study_name}`: space {space.name} on "
-                                     f"{dataset.name} at {config.image_size}px, objective {config.objective}."},
-    )
+    parent = worker_of or _study_parent(c, experiment_id, config, invocation, {
+        **tags, tag.ROLE: tag.PARENT,
+        tag.NOTE: f"{config.engine} study `{config.study_name}`: space {space.name} on "
+                  f"{dataset.name} at {config.image_size}px, objective {config.objective}."})
     print(f"study {config.study_name}: engine {config.engine}, space {space.name}, {config.trials} trials x "
           f"{config.epochs} epochs, objective {config.objective}; MLflow run {parent} "
           f"(experiment {experiment_id}, {paths.tracking_uri()})", flush=True)

@@ -226,17 +226,25 @@ def _from_pixels(value: Any, index: int, size: int, mode: str, limits: ServingLi
     return np.asarray(images.fit(rgb, size, mode), dtype=np.float32)
 
 
+def _some(names: Any, shown: int = 5) -> str:
+    """At most `shown` of a request's column or input names, each cut short: messages stay one short line."""
+    names = [str(name)[:40] for name in names]
+    return repr(names[:shown])[:-1] + (f", … {len(names) - shown} more]" if len(names) > shown else "]")
+
+
 def _items(model_input: Any) -> list[Any]:
     """The request's images, one entry each, from any form mlflow's scoring server hands over."""
     if isinstance(model_input, pd.DataFrame):
         if len(model_input) == 0:
             raise RequestError("empty batch: the request holds no images")
         if IMAGE_COLUMN not in model_input.columns:
-            raise RequestError(f"request has no '{IMAGE_COLUMN}' column; got columns {list(model_input.columns)}")
+            raise RequestError(f"request has no '{IMAGE_COLUMN}' column; got columns {_some(model_input.columns)}")
+        if list(model_input.columns).count(IMAGE_COLUMN) > 1:
+            raise RequestError(f"request has more than one '{IMAGE_COLUMN}' column")
         return model_input[IMAGE_COLUMN].tolist()
     if isinstance(model_input, dict):
         if IMAGE_COLUMN not in model_input:
-            raise RequestError(f"request has no '{IMAGE_COLUMN}' input; got inputs {sorted(model_input)}")
+            raise RequestError(f"request has no '{IMAGE_COLUMN}' input; got inputs {_some(sorted(model_input))}")
         model_input = model_input[IMAGE_COLUMN]
     try:
         array = np.asarray(model_input)

@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Experiment, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.tracking import dblock
 from bench import paths
+from bench.errors import ConfigError
 from bench.tracking import tags as tag
 
 # MLflow's log_batch limits per call.
@@ -88,9 +89,23 @@ def experiment_id_for(c: MlflowClient, name: str) -> str:
         return c.get_experiment_by_name(name).experiment_id
 
 
+def check_run_experiment(c: MlflowClient, name: str, *, default: str) -> None:
+    """Under `mlflow run`, MLflow has put the run in the experiment named by --experiment-name (Default without
+    one) before this code starts, and a run cannot move: an `experiment` parameter naming another one stops here
+    with what to pass. The parameter's `default` yields to an explicit --experiment-name (as `make search` passes)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    actual = c.get_experiment(c.get_run(run_id).info.experiment_id).name
+    if actual != name and (name != default or actual == Experiment.DEFAULT_EXPERIMENT_NAME):
+        raise ConfigError(f"under `mlflow run` every run goes to the experiment named by --experiment-name, here "
+                          f"{actual!r}, not experiment={name!r}: pass `--experiment-name {name}` to mlflow run")
+
+
 def start_parent(c: MlflowClient, experiment_id: str, *, name: str, resume_run_id: str | None, tags: dict[str, str]) -> str:
-    """The parent run: `mlflow run`'s run when there is one, else the study's earlier parent, else a new run."""
-    run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+    """The parent run: the study's earlier parent (`resume_run_id`) when there is one, else `mlflow run`'s run,
+    else a new run."""
+    run_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         try:
             c.get_run(run_id)
@@ -107,9 +122,9 @@ def start_child(c: MlflowClient, experiment_id: str, parent_run_id: str, *, name
     return c.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
-def running_children(c: MlflowClient, experiment_id: str, study: str) -> list[Any]:
-    """The study's trial runs still RUNNING (live ones, or ones a killed process left behind)."""
-    return c.search_runs([experiment_id], tag.run_filter({tag.STUDY: study, tag.ROLE: tag.TRIAL_ROLE})
+def running_children(c: MlflowClient, experiment_id: str, study: str, *, role: str = tag.TRIAL_ROLE) -> list[Any]:
+    """The study's runs of `role` (trials by default) still RUNNING (live ones, or ones a killed process left)."""
+    return c.search_runs([experiment_id], tag.run_filter({tag.STUDY: study, tag.ROLE: role})
                                           + " and attributes.status = 'RUNNING'", max_results=10000)
 
 

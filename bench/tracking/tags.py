@@ -12,7 +12,7 @@ def _named(*names: str) -> tuple[str, ...]:
     return tuple(PREFIX + name for name in names)
 
 
-# Runs: what a run is (ROLE: parent | trial | benchmark | contender), and its study, engine, space and data.
+# Runs: what a run is (ROLE: parent | invocation | trial | benchmark | contender), and its study, engine, space and data.
 ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
 DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
     "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
@@ -20,13 +20,17 @@ DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
 TRIAL, STATE, REASON, TRACEBACK, MODEL_URI = _named("trial", "state", "reason", "traceback", "model_uri")
 # Parent runs: the study's best trial, and diagnostics that failed without failing the study.
 BEST_RUN_ID, INSIGHT_ERROR = _named("best_run_id", "insight_error")
+# Parent and invocation runs: the process driving the run (JSON: host, boot, pid, start), so that the next process
+# on the study can end it KILLED (with REASON) when that process died; an invocation's study parent run.
+PROCESS, STUDY_PARENT = _named("process", "study_parent")
 # Benchmark runs.
 KIND, CONTENDER, WINNER, WINNER_VERSION = _named("kind", "contender", "winner", "winner_version")
 # Model versions: the alias given at registration, why (REASON), on which split it was chosen, what replaced a champion.
 ALIAS, CHOSEN_ON, SUPERSEDED_BY = _named("alias", "chosen_on", "superseded_by")
 
-# Values of ROLE.
+# Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run.
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
+INVOCATION_ROLE = "invocation"
 
 # MLflow's own.
 PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"
