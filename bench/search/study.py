@@ -63,6 +63,7 @@ def run(config: SearchConfig) -> SearchResult:
         ENGINES.get(config.engine).run(ctx)  # workers=1: runs the trials; else waits for other machines and tidies up
         result = finish.finish(ctx)
     result.seconds = time.perf_counter() - started
-    print(f"done in {result.seconds:.0f}s; MLflow UI: mlflow ui --backend-store-uri {paths.tracking_uri()}",
-          flush=True)
+    uri = paths.tracking_uri()
+    ui = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    print(f"done in {result.seconds:.0f}s; MLflow UI: {ui}", flush=True)
     return result
