@@ -23,11 +23,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench import paths
+from bench.errors import ConfigError
 from bench.reporting import leaderboard
+from bench.search import make_config, workers
+from bench.search.engines import optuna_engine
+from bench.tracking import dblock
 from tests import pg, searchproc
 from tests.conftest import TINY_DATA
-
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 TRIALS, STUDY, HEARTBEAT_S = 2, "cluster", 2
 SEARCH = (f"--data {TINY_DATA} --space tiny.yaml --trials {TRIALS} --study {STUDY} --epochs 1 --image-size 32 "
@@ -98,6 +100,8 @@ def cluster() -> Iterator[pg.Cluster]:
         c.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_readme_recipe_runs_a_study_on_three_machines_through_the_tracking_server(cluster: pg.Cluster,
                                                                                    tmp_path: Path) -> None:
     started = time.perf_counter()
@@ -112,12 +116,12 @@ def test_readme_recipe_runs_a_study_on_three_machines_through_the_tracking_serve
     try:
         work, env = machine(tmp_path, "t", **shared)
         procs["server"] = launch(server_line, work, env, logs / "server.log")
-        wait_for(lambda: _answers(f"{uri}/health"), "tracking server", 120, procs, logs)
-        print(f"tracking server up after {time.perf_counter() - started:.0f} s")
-
-        work, env = machine(tmp_path, "a", **shared)
+        work, env = machine(tmp_path, "a", **shared)  # A imports while T migrates its database; MLflow's client retries
         procs["a"] = launch(coordinator_line, work, env, logs / "a.log")
+        wait_for(lambda: _answers(f"{uri}/health"), "tracking server", 180, procs, logs)
+        print(f"tracking server up after {time.perf_counter() - started:.0f} s")
         parent = wait_for(lambda: _parent_id(logs / "a.log"), "BENCH_PARENT_RUN_ID line", 180, procs, logs)
+        print(f"coordinator ready after {time.perf_counter() - started:.0f} s")
         for name in "bc":
             work, env = machine(tmp_path, name, **shared, PARENT=parent)
             procs[name] = launch(worker_line, work, env, logs / f"{name}.log")
@@ -213,3 +217,30 @@ def check_mlflow(c: MlflowClient, parent: str, artifacts: Path) -> None:
     (version,) = c.search_model_versions("name='tests-model'")
     model_id = re.fullmatch(r"models:/(m-\w+)", version.source).group(1)
     assert (artifacts / runs[0].info.experiment_id / "models" / model_id / "artifacts" / "MLmodel").exists()
+
+
+def test_heartbeat_interval_comes_from_the_environment_with_four_times_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(workers.HEARTBEAT_ENV, raising=False)
+    assert workers.heartbeat() == (30, 120)
+    monkeypatch.setenv(workers.HEARTBEAT_ENV, "2")
+    assert workers.heartbeat() == (2, 8)
+    monkeypatch.setenv(workers.HEARTBEAT_ENV, "0.5")
+    with pytest.raises(ConfigError, match="BENCH_HEARTBEAT_S must be a whole number of seconds >= 1. Got '0.5'"):
+        workers.heartbeat()
+
+
+def test_a_worker_refuses_a_storage_without_its_coordinators_study(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.PARENT_ENV, "some-run")
+    config = make_config(storage=str(tmp_path / "optuna.journal"), study="elsewhere", data=TINY_DATA)
+    with pytest.raises(ConfigError, match="study 'elsewhere' is not in storage .*pass the coordinator's --storage"):
+        optuna_engine.create_study(config)
+    with pytest.raises(ConfigError, match="'workers' parameter must be at least 1 in a worker"):
+        workers.start(make_config(workers=0, data=TINY_DATA), "some-run")
+
+
+def test_storage_passwords_are_hidden_in_output_and_parameters() -> None:
+    assert dblock.redact("postgresql://hema:secret@db:5432/optuna") == "postgresql://hema:***@db:5432/optuna"
+    assert dblock.redact("postgresql://hema@db/optuna") == "postgresql://hema@db/optuna"
+    assert dblock.redact("runs/optuna.journal") == "runs/optuna.journal"

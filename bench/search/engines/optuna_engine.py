@@ -24,7 +24,7 @@ from bench.search import workers
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.search.engines.strategies import PRUNERS, SAMPLERS
 from bench.search.space import suggest_optuna
 from bench.metrics import direction
@@ -88,10 +88,19 @@ def make_storage(url: str, *, retries: int = RETRIES) -> optuna.storages.BaseSto
 
 
 def create_study(config: SearchConfig) -> optuna.Study:
+    """Create or open the study; a worker only opens the one its coordinator created, in the same storage."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(config.storage_url, retries=_retries(config))
+    if workers.parent_run_id():
+        try:
+            storage.get_study_id_from_name(config.study_name)
+        except KeyError:
+            raise ConfigError(f"study {config.study_name!r} is not in storage {dblock.redact(config.storage_url)}: a "
+                              f"worker joins its coordinator's study, so pass the coordinator's --storage and "
+                              f"arguments") from None
     return optuna.create_study(
         study_name=config.study_name,
-        storage=make_storage(config.storage_url, retries=_retries(config)),
+        storage=storage,
         # Workers share the study, not the sampler's random stream: same-seeded samplers would propose the same points.
         sampler=SAMPLERS.get(config.sampler).build(dataclasses.replace(config, seed=workers.sampler_seed(config.seed))),
         pruner=PRUNERS.get(config.pruner).build(config),
