@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import mlflow
 import optuna
@@ -31,6 +31,7 @@ from bench.tracking import dblock
 from tests import pg, searchproc
 from tests.conftest import TINY_DATA
 
+T = TypeVar("T")
 TRIALS, STUDY, HEARTBEAT_S = 2, "cluster", 2
 SEARCH = (f"--data {TINY_DATA} --space tiny.yaml --trials {TRIALS} --study {STUDY} --epochs 1 --image-size 32 "
           f"--experiment tests --registered-model tests-model --sampler random --pruner none")
@@ -70,7 +71,9 @@ def launch(line: str, work: Path, env: dict[str, str], log: Path) -> subprocess.
                             stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(check, what: str, timeout: float, procs: dict[str, subprocess.Popen], logs: Path):  # noqa: ANN001
+def wait_for(check: Callable[[], T | None], what: str, timeout: float, procs: dict[str, subprocess.Popen],
+             logs: Path) -> T:
+    """Poll `check` until it answers; fail at once, with the log, if a process that should live has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
