@@ -34,7 +34,7 @@ class SearchConfig:
     tuner: str = "hyperband"
     weights: str = "imagenet"  # pretrained backbones: imagenet | none | path to a weights file
     register: bool = True
-    workers: int = 1
+    workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5
     retries: int = 1  # how often a trial whose process died is run again
     verbose: int = 0
@@ -70,7 +70,7 @@ def _rules() -> Rules:
         ("engine", one_of(ENGINES.names())),
         *engine_options,
         ("objective", one_of(OBJECTIVES)),
-        ("workers", at_least(1)),
+        ("workers", at_least(0)),
         ("max_consecutive_failures", at_least(1)),
         ("retries", at_least(0)),
         ("experiment", non_empty()),

@@ -21,6 +21,7 @@ from bench.search.context import SearchContext, SearchResult
 from bench.search.engines import ENGINES
 from bench.search.progress import Progress
 from bench.search.space import load_space
+from bench.tracking import dblock
 from bench.tracking import tags as tag
 
 
@@ -98,12 +99,13 @@ def run(config: SearchConfig) -> SearchResult:
             ENGINES.get(config.engine).run(ctx)
         return SearchResult(config.study_name, parent, None, {}, None, time.perf_counter() - started)
     with tracking.ending(c, parent):
-        tracking.log_params_once(c, parent, vars(config))
+        tracking.log_params_once(c, parent, {**vars(config), "storage": dblock.redact(config.storage)})
         finish.log_dataset(c, parent, dataset)
         workers.start(config, parent).wait()
         ENGINES.get(config.engine).run(ctx)  # workers=1: runs the trials; else waits for other machines and tidies up
         result = finish.finish(ctx)
     result.seconds = time.perf_counter() - started
-    print(f"done in {result.seconds:.0f}s; MLflow UI: mlflow ui --backend-store-uri {paths.tracking_uri()}",
-          flush=True)
+    uri = paths.tracking_uri()
+    ui = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    print(f"done in {result.seconds:.0f}s; MLflow UI: {ui}", flush=True)
     return result

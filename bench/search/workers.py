@@ -30,12 +30,31 @@ from bench.search.engines import ENGINES
 
 PARENT_ENV = "BENCH_PARENT_RUN_ID"
 WORKER_ENV = "BENCH_WORKER"  # the worker's index, for its output prefix and run tags
+HOST_ENV = "BENCH_HOST"  # this machine's name in trial records (default: the hostname); distinct per machine
+HEARTBEAT_ENV = "BENCH_HEARTBEAT_S"  # RDB storages: heartbeat interval; a trial silent for 4x that is dead
+HEARTBEAT_S = 30
 STOP_GRACE_S = 30.0  # after SIGINT, how long a worker may take to end its trial as FAILED before SIGKILL
 
 
 def parent_run_id() -> str | None:
     """The parent run this process works for, when it was started as a worker."""
     return os.environ.get(PARENT_ENV) or None
+
+
+def heartbeat() -> tuple[int, int]:
+    """(interval, grace) in seconds for an RDB storage's trial heartbeat: `BENCH_HEARTBEAT_S` (default 30) and
+    four times that. Every process on a study must use the same values."""
+    value = os.environ.get(HEARTBEAT_ENV, "")
+    if value and not (value.isdigit() and int(value) >= 1):
+        raise ConfigError(f"{HEARTBEAT_ENV} must be a whole number of seconds >= 1. Got {value!r} instead.")
+    interval = int(value or HEARTBEAT_S)
+    return interval, 4 * interval
+
+
+def host() -> str:
+    """This machine's name in trial records: `BENCH_HOST`, else the hostname. Machines that share a hostname
+    (cloned VMs, containers) need distinct names, or one could judge the other's trials by its own pids."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 # --- process identity and liveness -------------------------------------------------------------------------
@@ -59,13 +78,13 @@ def _start_ticks(pid: int) -> str:
 def identity() -> dict[str, Any]:
     """Who runs a trial: host, boot, pid and start time (pid + start time survive pid reuse)."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": _start_ticks(pid)}
+    return {"host": host(), "boot": _boot_id(), "pid": pid, "start": _start_ticks(pid)}
 
 
 def is_dead(who: dict[str, Any] | None) -> bool:
     """True only when `who` ran on this host and that process is certainly gone; other hosts are unknown
     (False): their trials are failed by the storage heartbeat (RDB) instead."""
-    if not who or who.get("host") != socket.gethostname():
+    if not who or who.get("host") != host():
         return False
     if who.get("boot") and _boot_id() and who["boot"] != _boot_id():
         return True  # the machine rebooted since
@@ -86,7 +105,7 @@ def sampler_seed(seed: int) -> int:
     """The coordinator samples with `seed` (reproducible alone); each worker with its own seed derived from it."""
     if parent_run_id() is None:
         return seed
-    return seed + 1 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
+    return seed + 1 + zlib.crc32(f"{host()}:{os.getpid()}".encode()) % 1_000_000
 
 
 # --- spawning ----------------------------------------------------------------------------------------------
@@ -151,12 +170,22 @@ def spawn(config: SearchConfig, n: int, parent_run_id: str) -> Pool:
 
 def start(config: SearchConfig, parent_run_id: str) -> Pool:
     """Prepare the engine's shared storage, then start `config.workers` worker processes (none for 1: the
-    caller runs the trials itself). All start together, so they share the trials from the first one."""
-    if config.workers <= 1:
+    caller runs the trials itself). All start together, so they share the trials from the first one.
+
+    `workers=0` starts none: this process only coordinates. It prepares the storage, prints how other machines
+    join (`BENCH_PARENT_RUN_ID=<id>`), and the engine then waits for their trials before the summary."""
+    if config.workers == 1:
         return Pool([])
+    if config.workers == 0 and os.environ.get(PARENT_ENV):
+        raise ConfigError(f"The 'workers' parameter must be at least 1 in a worker ({PARENT_ENV} is set; 0 means "
+                          f"coordinate only). Got 0 instead.")
     spec = ENGINES.get(config.engine)
     if not spec.shared_storage:
         raise ConfigError(f"The 'workers' parameter must be 1 for engine {config.engine!r} (it has no shared storage). "
                           f"Got {config.workers} instead.")
     spec.prepare(config)
+    if config.workers == 0:
+        print(f"coordinating only: workers join study {config.study_name} with {PARENT_ENV}={parent_run_id} "
+              f"and the same arguments", flush=True)
+        return Pool([])
     return spawn(config, config.workers, parent_run_id)

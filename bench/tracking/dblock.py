@@ -51,6 +51,19 @@ def with_driver(url: str) -> str:
     return url
 
 
+def redact(url: str) -> str:
+    """`url` with its password shown as `***`, for output and run parameters; a path or plain name unchanged."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 _READY: set[str] = set()
 
 

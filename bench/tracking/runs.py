@@ -24,6 +24,8 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 
 
 def client() -> MlflowClient:
+    # Against a tracking server MLflow prints two link lines per ended run; the progress lines already say it all.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = paths.tracking_uri()
     dblock.prepare_mlflow(uri)  # a fresh sqlite store is created under a lock: workers may start at once
     mlflow.set_tracking_uri(uri)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
@@ -24,7 +24,7 @@ from bench.search import workers
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.search.engines.strategies import PRUNERS, SAMPLERS
 from bench.search.space import suggest_optuna
 from bench.metrics import direction
@@ -34,10 +34,9 @@ from bench.tracking import tags as tag
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR, REASON_ATTR = "worker", "fail_reason"  # trial user attrs: who runs it, why it failed
 RETRIES = 1  # default for make_storage; a search passes config.retries
-# RDB storages: each trial's process writes a heartbeat; a trial silent for GRACE_S is failed (and retried) by
-# the next trial start anywhere. Journal files have no heartbeat in Optuna 5.0; there `reap_dead_trials` checks
-# the recorded process instead (same host only).
-HEARTBEAT_S, GRACE_S = 30, 120
+# RDB storages: each trial's process writes a heartbeat (workers.heartbeat(): every 30 s, BENCH_HEARTBEAT_S); a
+# trial silent for 4x that is failed (and retried) by the next trial start or wait anywhere. Journal files have no
+# heartbeat in Optuna 5.0; there `reap_dead_trials` checks the recorded process instead (same host only).
 WAIT_POLL_S = 2.0
 
 
@@ -82,16 +81,26 @@ def make_storage(url: str, *, retries: int = RETRIES) -> optuna.storages.BaseSto
     if "://" in url:
         with dblock.creating(url), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(dblock.with_driver(url), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            interval, grace = workers.heartbeat()
+            return RDBStorage(dblock.with_driver(url), heartbeat_interval=interval, grace_period=grace,
                               heartbeat_stale_trial_callback=RetryDeadTrial(retries) if retries else None)
     return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
 
 
 def create_study(config: SearchConfig) -> optuna.Study:
+    """Create or open the study; a worker only opens the one its coordinator created, in the same storage."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(config.storage_url, retries=_retries(config))
+    if workers.parent_run_id():
+        try:
+            storage.get_study_id_from_name(config.study_name)
+        except KeyError:
+            raise ConfigError(f"study {config.study_name!r} is not in storage {dblock.redact(config.storage_url)}: a "
+                              f"worker joins its coordinator's study, so pass the coordinator's --storage and "
+                              f"arguments") from None
     return optuna.create_study(
         study_name=config.study_name,
-        storage=make_storage(config.storage_url, retries=_retries(config)),
+        storage=storage,
         # Workers share the study, not the sampler's random stream: same-seeded samplers would propose the same points.
         sampler=SAMPLERS.get(config.sampler).build(dataclasses.replace(config, seed=workers.sampler_seed(config.seed))),
         pruner=PRUNERS.get(config.pruner).build(config),
@@ -146,7 +155,7 @@ def end_orphan_runs(ctx: SearchContext, study: optuna.Study) -> int:
         trial = trials.get(int(run.data.tags.get(tag.TRIAL, -1)))
         if trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        reason = trial.user_attrs.get(REASON_ATTR) or (f"no heartbeat from its worker for over {GRACE_S} s "
+        reason = trial.user_attrs.get(REASON_ATTR) or (f"no heartbeat from its worker for over {workers.heartbeat()[1]} s "
                                                         f"(process or machine died)")
         tracking.log_batch(ctx.client, run.info.run_id, tags={tag.STATE: "FAIL",
                                                               tag.REASON: reason})
@@ -192,22 +201,49 @@ class _StopAtTarget:
             study.stop()
 
 
-def _wait_for_others(study: optuna.Study, retries: int) -> None:
-    """The coordinator summarises once no trial is running anywhere (other processes or machines)."""
-    told = False
+def _wait_for_others(study: optuna.Study, retries: int, *, target: int = 0, streak: int = 0,
+                     deadline: float | None = None) -> None:
+    """Wait until no trial runs anywhere (other processes or machines) and `target` trials are finished: a
+    coordinator of other machines waits for them to join and finish. After `deadline` it waits only for running
+    trials; once the study's last `streak` trials failed and none runs or waits, it stops with an error."""
+    shown = None
     while True:
         reap_dead_trials(study, retries=retries)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # RDB heartbeat; a no-op for journal files
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
+        trials = study.get_trials(deepcopy=False)
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        finished = sum(t.state in FINISHED for t in trials)
+        if not running and (finished >= target or (deadline is not None and time.monotonic() > deadline)):
             return
-        if not told:
-            print(f"waiting for {len(running)} trial(s) still running in other workers: "
-                  f"{', '.join(str(t.number) for t in running)}", flush=True)
-            told = True
+        idle = not running and all(t.state != TrialState.WAITING for t in trials)
+        if idle and streak and len(trials) >= streak and all(t.state == TrialState.FAIL for t in trials[-streak:]):
+            raise BenchError(f"stopping: the study's last {streak} trials failed (max_consecutive_failures); last: "
+                             f"{trials[-1].user_attrs.get(REASON_ATTR, '')}")
+        if shown != (finished, running):
+            shown = (finished, running)
+            print((f"waiting: {finished} of {target} trials finished" if target else "waiting")
+                  + f"; running elsewhere: {', '.join(map(str, running)) or 'none'}", flush=True)
         time.sleep(WAIT_POLL_S)
+
+
+def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], config: SearchConfig,
+          callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]], stopped: Callable[[], bool]) -> None:
+    """Run trials until the study has `config.trials` finished ones. Once the target is claimed, wait for the
+    trials running elsewhere before leaving: a dead worker's trial comes back (retried) and needs a live one."""
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    while True:
+        if _claimed(study) < config.trials:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, timeout=deadline and max(1.0, deadline - time.monotonic()),
+                               callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
+        if stopped() or (deadline is not None and time.monotonic() >= deadline):
+            return
+        _wait_for_others(study, _retries(config))
+        if _claimed(study) >= config.trials:  # nothing runs now: these are finished
+            return
 
 
 def run(ctx: SearchContext) -> None:
@@ -255,16 +291,13 @@ def run(ctx: SearchContext) -> None:
 
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
-    if config.workers > 1:  # only a coordinator gets here with workers > 1: its worker processes ran the trials
-        print(f"study {config.study_name}: {done} of {config.trials} trials finished by {config.workers} workers",
-              flush=True)
+    if config.workers != 1:  # only a coordinator gets here: worker processes or other machines run the trials
+        print(f"study {config.study_name}: {done} of {config.trials} trials finished"
+              + (f" by {config.workers} workers" if config.workers > 1 else ""), flush=True)
     elif _claimed(study) < config.trials:
         if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, timeout=config.timeout or None, callbacks=[target, stopper], catch=(Exception,),
-                           gc_after_trial=True)
+        _work(study, objective, config, [target, stopper], lambda: bool(fatal) or stopper.streak >= stopper.limit)
     else:
         print(f"study {config.study_name}: {done} trials finished, {config.trials} asked for", flush=True)
     if fatal:
@@ -273,7 +306,10 @@ def run(ctx: SearchContext) -> None:
         raise BenchError(f"stopping: {stopper.streak} trials failed in a row (max_consecutive_failures="
                          f"{stopper.limit}); last: {stopper.reason}")
     if coordinator:
-        _wait_for_others(study, retries)
+        alone = config.workers == 0  # other machines run every trial: wait for them to finish the target
+        _wait_for_others(study, retries, target=config.trials if alone else 0,
+                         streak=config.max_consecutive_failures if alone else 0,
+                         deadline=time.monotonic() + config.timeout if config.timeout else None)
         end_orphan_runs(ctx, study)
         ctx.figures.update(figures(study))
 
