@@ -4,7 +4,6 @@ line, never a 500 or a traceback; concurrent clients get only correct 200s."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import requests
