@@ -29,6 +29,7 @@ from bench.search.engines.strategies import PRUNERS, SAMPLERS
 from bench.search.space import suggest_optuna
 from bench.metrics import direction
 from bench.text import one_line
+from bench.training import OverBudget
 from bench.tracking import tags as tag
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -243,6 +244,9 @@ def run(ctx: SearchContext) -> None:
             outcome = runner.run(trial.number, params, on_epoch=on_epoch, prune_exceptions=(optuna.TrialPruned,))
         except optuna.TrialPruned:
             raise
+        except OverBudget as exc:  # the space's cost ceiling: pruned (the sampler ranks it last), not failed
+            trial.set_user_attr(REASON_ATTR, str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         except Exception as exc:
             trial.set_user_attr(REASON_ATTR, one_line(exc))
             if isinstance(exc, BenchError):  # bad input (weights offline, a bad space): every trial would fail
