@@ -20,7 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bench import tracking
-from bench.search import workers
+from bench.search import warm_start, workers
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
@@ -218,6 +218,11 @@ def run(ctx: SearchContext) -> None:
     coordinator = workers.parent_run_id() is None
     reap_dead_trials(study, retries=retries)
     end_orphan_runs(ctx, study)
+    if not study.get_trials(deepcopy=False):  # a new study starts with the known-good setups (bench.search.warm_start)
+        for label, values in warm_start.first_trials(ctx):
+            study.enqueue_trial(warm_start.searched(space, values), user_attrs={"warm_start": label},
+                                skip_if_exists=True)
+            print(f"warm start: {label}", flush=True)
 
     def is_best(value: float) -> bool:
         try:
