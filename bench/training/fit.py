@@ -47,6 +47,20 @@ class FitResult:
     stopped: str = ""  # why training ended before its last epoch ("deadline"), or ""
 
 
+def learning_rate(params: dict[str, Any], rate: float, *, steps_per_epoch: int, epochs: int
+                  ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """`rate`, or with `lr_schedule: cosine` a cosine decay to 0 over the phase after a linear warm-up from 0 over
+    `lr_warmup_epochs` (Keras' own `CosineDecay`, so it needs no project code)."""
+    if params.get("lr_schedule", "constant") == "constant":
+        return rate
+    if params["lr_schedule"] != "cosine":
+        raise ConfigError(f"lr_schedule must be one of ['constant', 'cosine']; got {params['lr_schedule']!r}")
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, round(float(params.get("lr_warmup_epochs", 0)) * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else rate, decay_steps=total - warmup,
+                                                  warmup_target=rate if warmup else None, warmup_steps=warmup)
+
+
 def make_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
     name = params.get("optimizer", "adam")
     if name not in _OPTIMIZERS:
@@ -163,7 +177,8 @@ def fit_and_score(
     for phase in training_phases(family, model, params, epochs):
         if phase.prepare is not None:
             phase.prepare(model)
-        route = features.route(model, dataset) if feature_cache else None
+        # rot90 happens in the input pipeline, on pixels: it rules the cached-features route out.
+        route = features.route(model, dataset) if feature_cache and not params.get("aug_rot90") else None
         trainer, x_train = (route.trainer, route.x_train) if route else (model, dataset.x_train)
         monitor.x_val = route.x_val if route else dataset.x_val
         _fit_phase(trainer, phase, params, x_train, dataset.y_train, monitor=monitor, initial_epoch=done,
@@ -192,12 +207,18 @@ def fit_and_score(
 def _fit_phase(trainer: keras.Model, phase: Phase, params: dict[str, Any], x: np.ndarray, y: np.ndarray, *,
                monitor: _EpochMonitor, initial_epoch: int, class_weight: dict[int, float] | None, seed: int,
                verbose: int) -> None:
-    rate = {"learning_rate": phase.learning_rate} if phase.learning_rate is not None else {}
+    batch_size = int(params.get("batch_size", 64))
+    rate = learning_rate(params, phase.learning_rate if phase.learning_rate is not None else params["learning_rate"],
+                         steps_per_epoch=math.ceil(len(x) / batch_size), epochs=phase.epochs)
+    smoothing = float(params.get("label_smoothing", 0.0))
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing > 0
+            else "sparse_categorical_crossentropy")
     # Compiled per phase: the trainable set and the rate change between phases.
-    trainer.compile(optimizer=make_optimizer({**params, **rate}), loss="sparse_categorical_crossentropy",
+    trainer.compile(optimizer=make_optimizer({**params, "learning_rate": rate}), loss=loss,
                     metrics=["accuracy"], jit_compile=False)
     trainer.fit(
-        batches(x, y, batch_size=int(params.get("batch_size", 64)), seed=seed, shuffle=True),
+        batches(x, y, batch_size=batch_size, seed=seed, shuffle=True, rot90=bool(params.get("aug_rot90")),
+                one_hot=trainer.output_shape[-1] if smoothing > 0 else 0),
         initial_epoch=initial_epoch,
         epochs=initial_epoch + phase.epochs,
         callbacks=[monitor],
