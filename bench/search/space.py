@@ -14,6 +14,10 @@ A space file (`search_spaces/<name>.yaml`)::
 Conditions: `repeat: <int param>` makes `filters_1 … filters_<high>`, where `filters_i` exists only
 when `i <= n_blocks` (a list default gives each repeat its own; the last repeats); `when: {param: value | [values]}` makes a parameter exist only for those values.
 Every parameter has a default, so `defaults(space)` is a definite model (KerasTuner's habit).
+
+Cost ceilings (optional top-level keys, positive numbers): `max_mflops_per_image` rejects a trial whose model
+needs more forward-pass MFLOPs per image before it trains; `max_seconds_per_epoch` stops it in its first epoch
+(estimated from its first batches). Either ends the trial PRUNED with the reason.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ TYPE_KEYS: dict[str, set[str]] = {
     "categorical": {"choices"},
 }
 COMMON_KEYS = {"type", "default", "repeat", "when", "help"}
-SPACE_KEYS = {"name", "family", "description", "params", "allowed_image_sizes", "backbone"}
+COST_KEYS = ("max_mflops_per_image", "max_seconds_per_epoch")  # per-trial ceilings (bench.training.cost)
+SPACE_KEYS = {"name", "family", "description", "params", "allowed_image_sizes", "backbone", *COST_KEYS}
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,10 @@ def parse_space(raw: Any, *, where: str = "search space", path: Path | None = No
             _fail(where, f"missing required key '{key}'")
     if not isinstance(raw["params"], dict) or not raw["params"]:
         _fail(where, "'params' must be a non-empty mapping of parameter name to spec")
+    for key in COST_KEYS:
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            _fail(where, f"'{key}' must be a positive number; got {value!r}")
     specs = {name: _check_param(where, str(name), spec) for name, spec in raw["params"].items()}
     params: list[Param] = []
     for name, spec in specs.items():

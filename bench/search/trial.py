@@ -17,7 +17,7 @@ from bench.metrics import classification_metrics
 from bench.reporting import write_evaluation_artifacts
 from bench.search.space import Space
 from bench.text import one_line, summarize
-from bench.training import EpochHook, FitResult, fit_and_score, start_trial
+from bench.training import Budget, EpochHook, FitResult, OverBudget, fit_and_score, start_trial
 from bench.tracking import tags as tag
 
 
@@ -51,12 +51,27 @@ class Study:
 @dataclass
 class TrialRunner(Study):
     """Runs trials of one study. `is_best(value)` says whether a finished trial beats every earlier one,
-    in which case its model is logged (so the study's best model always exists as an artifact)."""
+    in which case its model is logged (so the study's best model always exists as an artifact).
+
+    `deadline` (`time.monotonic()`; by default `config.timeout` seconds after the runner is made, which each
+    engine does as its search starts) ends a running trial at its next epoch end: it completes with its best
+    epoch so far. The space's cost ceilings (`max_mflops_per_image`, `max_seconds_per_epoch`) reject a trial
+    before training or in its first epoch: it ends PRUNED with the reason, and `OverBudget` propagates so that
+    the engine can tell its sampler."""
 
     is_best: Callable[[float], bool]
     tags: dict[str, str] = field(default_factory=dict)
     on_done: Callable[[TrialOutcome], None] | None = None
     last_run_id: str = ""
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.deadline is None and self.config.timeout:
+            self.deadline = time.monotonic() + self.config.timeout
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.space.extra.get("max_mflops_per_image"), self.space.extra.get("max_seconds_per_epoch"))
 
     def run(self, number: int, params: dict[str, Any], *, on_epoch: EpochHook | None = None,
             prune_exceptions: tuple[type[BaseException], ...] = ()) -> TrialOutcome:
@@ -79,10 +94,16 @@ class TrialRunner(Study):
                 on_epoch(epoch, row)
 
         outcome = TrialOutcome(number, params, "FAIL", run_id, 0.0, history=history)
+        measured: dict[str, float] = {}
+        outcome.metrics = measured  # FLOPs per image and images/s, filled as training goes: logged in every state
         try:
             fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
                                 seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
-                                weights=cfg.weights)
+                                weights=cfg.weights, deadline=self.deadline, budget=self.budget, measured=measured)
+        except OverBudget as exc:
+            outcome.state, outcome.reason = "PRUNED", str(exc)
+            self._end(outcome, "KILLED", started)
+            raise
         except prune_exceptions as exc:
             outcome.state, outcome.reason = "PRUNED", f"pruned after epoch {len(history)}"
             self._end(outcome, "KILLED", started)
@@ -103,7 +124,13 @@ class TrialRunner(Study):
             "best_epoch": fit.best_epoch,
             "train_seconds": fit.train_seconds,
             "n_params": fit.n_params,
+            "mflops_per_image": fit.mflops_per_image,
+            "train_images_per_second": fit.images_per_second,
+            "epochs_run": len(fit.history),
         }
+        if fit.stopped == "deadline":
+            outcome.reason = (f"stopped at the search deadline (timeout {self.config.timeout:g} s) after epoch "
+                              f"{len(fit.history)} of {self.config.epochs}; kept epoch {fit.best_epoch}")
         outcome.value = outcome.metrics[self.config.objective]
         tracking.log_files(self.client, outcome.run_id, lambda d: write_evaluation_artifacts(
             d, ds.y_val, fit.val_prob, ds.class_names, title=f"trial {outcome.number} validation"))

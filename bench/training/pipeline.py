@@ -24,8 +24,17 @@ def predict_proba(model: keras.Model, x: np.ndarray, *, batch_size: int = 256) -
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool, rot90: bool = False,
+            one_hot: int = 0) -> tf.data.Dataset:
+    """Batches of float32 images. `rot90` (training only) turns each image by a random multiple of 90 degrees:
+    Keras has no such layer, and a custom one would not load in the served model. `one_hot` > 0 gives one-hot
+    labels over that many classes (for a label-smoothed loss)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if rot90:
+        ds = ds.map(lambda a, b: (tf.image.rot90(a, tf.random.uniform([], 0, 4, tf.int32, seed=seed)), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    if one_hot:
+        ds = ds.map(lambda a, b: (a, tf.one_hot(b, one_hot)))
     return ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)

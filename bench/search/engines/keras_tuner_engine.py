@@ -12,6 +12,7 @@ with its default when it vectorises a trial. The tuner's state lives in `<tracki
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -120,6 +121,8 @@ def run(ctx: SearchContext) -> None:
             raise
         finally:
             runner.last_run_id = trial_runner.last_run_id
+            if runner.deadline is not None and time.monotonic() >= runner.deadline:
+                tuner.oracle.max_trials = len(tuner.oracle.trials)  # the search deadline: start no further trial
         if outcome.value is not None and is_best(outcome.value):
             state["best"] = outcome.value
         return {config.objective: outcome.value}

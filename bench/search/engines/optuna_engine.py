@@ -20,7 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bench import tracking
-from bench.search import workers
+from bench.search import warm_start, workers
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
@@ -29,6 +29,7 @@ from bench.search.engines.strategies import PRUNERS, SAMPLERS
 from bench.search.space import suggest_optuna
 from bench.metrics import direction
 from bench.text import one_line
+from bench.training import OverBudget
 from bench.tracking import tags as tag
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -253,6 +254,11 @@ def run(ctx: SearchContext) -> None:
     coordinator = workers.parent_run_id() is None
     reap_dead_trials(study, retries=retries)
     end_orphan_runs(ctx, study)
+    if not study.get_trials(deepcopy=False):  # a new study starts with the known-good setups (bench.search.warm_start)
+        for label, values in warm_start.first_trials(ctx):
+            study.enqueue_trial(warm_start.searched(space, values), user_attrs={"warm_start": label},
+                                skip_if_exists=True)
+            print(f"warm start: {label}", flush=True)
 
     def is_best(value: float) -> bool:
         try:
@@ -279,6 +285,9 @@ def run(ctx: SearchContext) -> None:
             outcome = runner.run(trial.number, params, on_epoch=on_epoch, prune_exceptions=(optuna.TrialPruned,))
         except optuna.TrialPruned:
             raise
+        except OverBudget as exc:  # the space's cost ceiling: pruned (the sampler ranks it last), not failed
+            trial.set_user_attr(REASON_ATTR, str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         except Exception as exc:
             trial.set_user_attr(REASON_ATTR, one_line(exc))
             if isinstance(exc, BenchError):  # bad input (weights offline, a bad space): every trial would fail

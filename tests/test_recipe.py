@@ -1,0 +1,55 @@
+"""The training recipe: cosine learning rate with warm-up, label smoothing, and augmentation for stained smears
+that changes nothing at inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.data import load_dataset
+from bench.models import build_model
+from bench.training import batches, fit_and_score
+from bench.training.fit import learning_rate
+from tests.conftest import TINY_DATA
+
+BASE = {"n_blocks": 2, "filters_1": 8, "filters_2": 8, "learning_rate": 1e-3, "batch_size": 16}
+NEW_AUGMENTATION = {"aug_flip": True, "aug_translate": 0.1, "aug_stain": 0.2}
+
+
+@pytest.mark.parametrize("family, params", [
+    ("scratch_cnn", BASE),
+    ("backbone", {"backbone": "resnet18", "augment": True, "freeze_fraction": 0.0, "dense_layers": 0}),
+])
+def test_each_new_augmentation_is_a_no_op_at_inference(family: str, params: dict) -> None:
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    plain = build_model(family, params, image_size=32, n_classes=3, seed=0)
+    for name, value in NEW_AUGMENTATION.items():
+        augmented = build_model(family, {**params, name: value}, image_size=32, n_classes=3, seed=0)
+        assert len(augmented.layers) > len(plain.layers)
+        augmented.set_weights(plain.get_weights())
+        np.testing.assert_array_equal(augmented(x, training=False), plain(x, training=False), err_msg=name)
+        assert not np.allclose(augmented(x, training=True), plain(x, training=True)), name  # it does act in training
+
+
+def test_rot90_turns_training_images_by_multiples_of_90_degrees_and_keeps_labels() -> None:
+    x = np.arange(50 * 4 * 4 * 3, dtype=np.uint8).reshape(50, 4, 4, 3)
+    images, labels = next(iter(batches(x, np.arange(50), batch_size=50, seed=0, shuffle=False, rot90=True)))
+    turns = [next(k for k in range(4) if np.array_equal(np.rot90(x[i], k), images[i])) for i in range(50)]
+    assert set(turns) == {0, 1, 2, 3} and list(labels.numpy()) == list(range(50))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    schedule = learning_rate({"lr_schedule": "cosine", "lr_warmup_epochs": 1}, 0.01, steps_per_epoch=10, epochs=5)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate({}, 0.01, steps_per_epoch=10, epochs=5) == 0.01
+
+
+def test_the_whole_recipe_trains_and_the_model_still_predicts_raw_pixels() -> None:
+    tiny = load_dataset(TINY_DATA, image_size=32, seed=0)
+    params = {**BASE, **NEW_AUGMENTATION, "aug_rot90": True, "lr_schedule": "cosine", "lr_warmup_epochs": 0.5,
+              "label_smoothing": 0.1, "optimizer": "adamw", "weight_decay": 1e-4, "class_weight": "balanced"}
+    fit = fit_and_score(params, tiny, family="scratch_cnn", epochs=2, seed=0)
+    assert len(fit.history) == 2 and np.isfinite(fit.history[-1]["loss"]) and 0 <= fit.history[-1]["accuracy"] <= 1
+    assert fit.model.output_shape[-1] == len(tiny.class_names)
