@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import serving, tracking
 from bench.data import Dataset
+from bench.search.budget import EPOCHS_METRIC
 from bench.search.config import SearchConfig
 from bench.metrics import classification_metrics
 from bench.reporting import write_evaluation_artifacts
@@ -34,6 +35,7 @@ class TrialOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
     model_uri: str = ""  # set when the trial's model was logged (it was the best so far)
+    weights: list | None = None  # the model's (best-epoch) weights, so an engine can continue from them
 
 
 @dataclass
@@ -59,7 +61,7 @@ class TrialRunner(Study):
     last_run_id: str = ""
 
     def run(self, number: int, params: dict[str, Any], *, on_epoch: EpochHook | None = None,
-            prune_exceptions: tuple[type[BaseException], ...] = ()) -> TrialOutcome:
+            prune_exceptions: tuple[type[BaseException], ...] = (), initial_weights: list | None = None) -> TrialOutcome:
         c, cfg = self.client, self.config
         started = time.perf_counter()
         start_trial(cfg.seed + number)
@@ -82,7 +84,7 @@ class TrialRunner(Study):
         try:
             fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
                                 seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
-                                weights=cfg.weights)
+                                weights=cfg.weights, initial_weights=initial_weights)
         except prune_exceptions as exc:
             outcome.state, outcome.reason = "PRUNED", f"pruned after epoch {len(history)}"
             self._end(outcome, "KILLED", started)
@@ -105,6 +107,7 @@ class TrialRunner(Study):
             "n_params": fit.n_params,
         }
         outcome.value = outcome.metrics[self.config.objective]
+        outcome.weights = fit.model.get_weights()
         tracking.log_files(self.client, outcome.run_id, lambda d: write_evaluation_artifacts(
             d, ds.y_val, fit.val_prob, ds.class_names, title=f"trial {outcome.number} validation"))
         if self.is_best(outcome.value):
@@ -121,7 +124,8 @@ class TrialRunner(Study):
         if outcome.reason:
             tags[tag.REASON] = outcome.reason
         try:
-            tracking.log_batch(self.client, outcome.run_id, metrics={**outcome.metrics, "trial_seconds": outcome.seconds},
+            tracking.log_batch(self.client, outcome.run_id, metrics={**outcome.metrics, "trial_seconds": outcome.seconds,
+                                                                        EPOCHS_METRIC: len(outcome.history)},
                                history=outcome.history, tags=tags)
         finally:
             self.client.set_terminated(outcome.run_id, status)

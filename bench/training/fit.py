@@ -99,6 +99,7 @@ def fit_and_score(
     verbose: int = 0,
     weights: str = "none",
     feature_cache: bool = True,
+    initial_weights: list[np.ndarray] | None = None,
 ) -> FitResult:
     """Build `family` with `params`, train on the train split, score each epoch on validation, and return
     the model holding its best epoch's weights with that epoch's validation probabilities.
@@ -106,10 +107,13 @@ def fit_and_score(
     The family's schedule may split the epochs into phases (a fit each, recompiled in between, e.g. a
     head warm-up then fine-tuning). In each phase, when the model starts with a frozen, deterministic
     prefix (`bench.features`), that prefix's outputs are computed once (cached across trials) and only the
-    rest is trained on them; the returned model is always the full raw-pixels -> softmax model."""
+    rest is trained on them; the returned model is always the full raw-pixels -> softmax model. `initial_weights`
+    (those of an earlier fit of the same `params`) continue that fit instead of starting afresh."""
     n_classes = len(dataset.class_names)
     model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed,
                         weights=weights)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     balanced = params.get("class_weight") == "balanced"
     class_weight = class_weights(dataset.y_train, n_classes) if balanced else None
     monitor = _EpochMonitor(dataset.x_val, dataset.y_val, dataset.class_names, objective, on_epoch)

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from bench import tracking
 from bench.search import workers
+from bench.search.budget import EPOCHS_METRIC, Budget
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
@@ -192,6 +193,23 @@ class _StopAtTarget:
             study.stop()
 
 
+class _StopOnBudget:
+    """Stops the study once its budget (`bench.search.budget`) is spent; epochs are summed over every trial
+    of the study, whichever process ran it."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.budget.trials, self.budget.epochs = _claimed(study), _epochs(study)
+        if self.budget.exhausted():
+            study.stop()
+
+
+def _epochs(study: optuna.Study) -> int:
+    return sum(int(t.user_attrs.get(EPOCHS_METRIC, 0)) for t in study.get_trials(deepcopy=False))
+
+
 def _wait_for_others(study: optuna.Study, retries: int) -> None:
     """The coordinator summarises once no trial is running anywhere (other processes or machines)."""
     told = False
@@ -233,8 +251,10 @@ def run(ctx: SearchContext) -> None:
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, me)  # lets a later process on this host see that this one died
         params = suggest_optuna(space, trial)
+        trained = [0]
 
         def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            trained[0] = epoch
             trial.report(row[config.objective], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
@@ -251,22 +271,23 @@ def run(ctx: SearchContext) -> None:
             raise
         finally:
             trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+            trial.set_user_attr(EPOCHS_METRIC, trained[0])
         return outcome.value
 
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
+    budget = _StopOnBudget(Budget.of(config, len(ctx.dataset.y_train), trials=_claimed(study), epochs=_epochs(study)))
     if config.workers > 1:  # only a coordinator gets here with workers > 1: its worker processes ran the trials
         print(f"study {config.study_name}: {done} of {config.trials} trials finished by {config.workers} workers",
               flush=True)
-    elif _claimed(study) < config.trials:
+    elif not budget.budget.exhausted():
         if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, timeout=config.timeout or None, callbacks=[target, stopper], catch=(Exception,),
-                           gc_after_trial=True)
+            study.optimize(objective, callbacks=[target, budget, stopper], catch=(Exception,), gc_after_trial=True)
     else:
-        print(f"study {config.study_name}: {done} trials finished, {config.trials} asked for", flush=True)
+        print(f"study {config.study_name}: {done} trials finished, {budget.budget.describe()}", flush=True)
     if fatal:
         raise fatal[0]
     if stopper.streak >= stopper.limit:
