@@ -11,7 +11,7 @@ import time
 
 from bench import paths
 from bench import tracking
-from bench.data import load_dataset
+from bench.data import Dataset, load_dataset
 from bench.search import finish, workers
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
@@ -21,11 +21,13 @@ from bench.search.space import load_space
 from bench.tracking import tags as tag
 
 
-def run(config: SearchConfig) -> SearchResult:
+def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
+    """`dataset`: already loaded data (the benchmark keeps one split while seeds vary); else `config.data`."""
     started = time.perf_counter()
     space = load_space(config.space)
-    dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
-    print(dataset.summary, flush=True)
+    if dataset is None:
+        dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
+        print(dataset.summary, flush=True)
     c = tracking.client()
     worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
     experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
