@@ -96,5 +96,5 @@ def epochs_to_reach(race: pd.DataFrame, level: float) -> dict[str, str]:
         reached = [float(seed.loc[seed["best_so_far"] >= level, "epochs"].min()) for _, seed in part.groupby("seed")]
         n, hit = len(reached), [e for e in reached if np.isfinite(e)]
         median = float(np.median([e if np.isfinite(e) else np.inf for e in reached]))
-        out[name] = "never" if not np.isfinite(median) else f"{median:.0f} ({len(hit)}/{n} seeds)"
+        out[name] = f"{'never' if not np.isfinite(median) else f'{median:.0f}'} ({len(hit)}/{n} seeds reached it)"
     return out
