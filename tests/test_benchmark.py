@@ -20,15 +20,22 @@ from bench.search import load_space
 from tests.conftest import TINY_DATA
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro")
-CSV_COLUMNS = {"contender", "kind", "val_f1_macro", "val_test_gap_f1", "test_ece", "train_seconds", "wall_seconds",
-               "trials", "n_params", "run_id", "model_uri"} | {f"test_{m}{s}" for m in METRICS for s in ("", "_low", "_high")}
-MD_HEADER = ["Contender", "Kind", "Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)", "AUC-ROC (macro OvR)",
-             "Val F1", "Val-test gap", "ECE", "Train s", "Wall s", "Trials", "Params"]
+CSV_COLUMNS = {"contender", "kind", "seed", "val_f1_macro", "val_test_gap_f1", "test_ece", "train_seconds", "wall_seconds",
+               "cpu_seconds", "epochs", "images", "trials", "n_params", "run_id", "model_uri"} | {
+               f"test_{m}{s}" for m in METRICS for s in ("", "_low", "_high")}
+SUMMARY_COLUMNS = {"diff_f1_macro", "diff_f1_macro_low", "diff_f1_macro_high", "p_f1_macro", "diff_accuracy",
+                   "p_accuracy", "p_mcnemar", "mean_rank", "verdict", "test_f1_macro_seed_low", "median_seed"}
+MD_HEADER = ["Contender", "Kind", "Seeds", "Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)",
+             "AUC-ROC (macro OvR)", "Val F1", "Val-test gap", "ECE", "Epochs", "Images", "CPU s", "Wall s", "Trials",
+             "Params", "ΔF1 vs winner", "ΔAccuracy vs winner", "McNemar p", "Mean rank", "Epochs to best reference",
+             "Verdict"]
+SEARCHES = ["optuna_random_scratch", "kt_hyperband_scratch"]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """null + the Keras Sequential reference + a 1-trial random search, 32 px, 1 epoch, registering the winner."""
+    """null + the Keras Sequential reference + two searches (one per engine) at a 2-epoch budget (1 epoch a
+    trial), 2 seeds, 32 px, registering the winner."""
     root = tmp_path_factory.mktemp("benchmark")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -37,11 +44,11 @@ def finished(tmp_path_factory):
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         config = benchmark.make_benchmark_config(
-            data=TINY_DATA, image_size="32", epochs="1", budget="1", contenders="null_model,keras_sequential_cnn,optuna_random_scratch",
-            experiment="tests", registered_model="tests-bench", register="true", storage=str(root / "optuna.journal"),
-            n_bootstrap="200")
-        table = benchmark.run(config)
-        yield config, table, MlflowClient()
+            data=TINY_DATA, image_size="32", epochs="1", budget="2", repeats="2",
+            contenders=",".join(["null_model", "keras_sequential_cnn", *SEARCHES]), experiment="tests",
+            registered_model="tests-bench", register="true", storage=str(root / "optuna.journal"), n_bootstrap="200")
+        result = benchmark.run(config)
+        yield config, result.runs, MlflowClient(), result
         mlflow.set_tracking_uri(None)
 
 
@@ -49,35 +56,35 @@ def parent_of(c: MlflowClient, table: pd.DataFrame) -> str:
     return c.get_run(table["run_id"].iloc[0]).data.tags["mlflow.parentRunId"]
 
 
-def test_table_has_a_row_per_contender_with_every_column_and_ordered_intervals(finished) -> None:
-    _, table, _ = finished
-    assert list(table["contender"]) == ["null_model", "keras_sequential_cnn", "optuna_random_scratch"]
-    assert list(table["kind"]) == ["null", "reference", "search"]
+def test_table_has_a_row_per_contender_and_seed_with_every_column_and_ordered_intervals(finished) -> None:
+    _, table, _, _ = finished
+    assert list(table["contender"]) == ["null_model"] + [n for n in ["keras_sequential_cnn", *SEARCHES] for _ in (0, 1)]
+    assert list(table["seed"]) == [0] + [0, 1] * 3
     assert CSV_COLUMNS <= set(table.columns)
     for m in METRICS:
         assert (table[f"test_{m}_low"] <= table[f"test_{m}_high"]).all()
         assert table[f"test_{m}"].between(0, 1).all()
     null = table.iloc[0]
     assert null["test_roc_auc_macro"] == pytest.approx(0.5)  # a constant prior ranks nothing
-    assert table["trials"].tolist() == [1, 1, 1]
     assert (table.loc[1:, "n_params"] > 1000).all()
     assert table["val_test_gap_f1"].tolist() == pytest.approx((table["val_f1_macro"] - table["test_f1_macro"]).tolist())
 
 
 def test_parent_run_holds_the_table_the_report_and_per_contender_metrics(finished) -> None:
-    _, table, c = finished
+    _, table, c, _ = finished
     parent = parent_of(c, table)
     run = c.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.tags["hemabench.role"] == "benchmark"
     artifacts = {a.path for a in c.list_artifacts(parent)}
-    assert {"benchmark.md", "benchmark.csv", "benchmark_report.html", "search_race.csv"} <= artifacts
-    md = mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md").splitlines()
+    assert {"benchmark.md", "benchmark.csv", "benchmark_summary.csv", "benchmark_report.html", "search_race.csv"} <= artifacts
+    md = [line for line in mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md").splitlines() if line.startswith("|")]
     assert [cell.strip() for cell in md[0].strip("|").split("|")] == MD_HEADER
-    assert len(md) == 2 + len(table)
-    assert re.search(r"\| keras_sequential_cnn \| reference \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", md[3])
+    assert len(md) == 2 + 4
+    assert re.search(r"\| keras_sequential_cnn \| reference \| 2 \| \d\.\d{3} \[-?\d\.\d{3}, \d\.\d{3}\]; test "
+                     r"\[\d\.\d{3}, \d\.\d{3}\] \|", md[3])
     csv = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.csv")))
-    assert list(csv["contender"]) == list(table["contender"])
-    for name in table["contender"]:
+    assert list(csv["contender"]) == list(table["contender"]) and list(csv["seed"]) == list(table["seed"])
+    for name in set(table["contender"]):
         assert {f"{name}.test_f1_macro", f"{name}.test_f1_macro_low", f"{name}.test_ece"} <= set(run.data.metrics)
     html = mlflow.artifacts.load_text(f"runs:/{parent}/benchmark_report.html")
     for title in ("Search race", "confusion matrices", "ROC curves", "Reliability diagram"):
@@ -85,7 +92,7 @@ def test_parent_run_holds_the_table_the_report_and_per_contender_metrics(finishe
 
 
 def test_every_contender_is_a_finished_child_run_and_models_are_logged(finished) -> None:
-    _, table, c = finished
+    _, table, c, _ = finished
     parent = parent_of(c, table)
     for _, row in table.iterrows():
         run = c.get_run(row["run_id"])
@@ -97,17 +104,40 @@ def test_every_contender_is_a_finished_child_run_and_models_are_logged(finished)
     for uri in table["model_uri"].iloc[1:]:
         assert uri.startswith("models:/")
     race = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent}/search_race.csv")))
-    assert list(race["contender"]) == ["optuna_random_scratch"]
-    assert race["seconds"].iloc[0] > 0
+    assert set(race["contender"]) == set(SEARCHES) and set(race["seed"]) == {0, 1}
+    assert (race["seconds"] > 0).all()
+    spent = table[table["kind"] == "search"].set_index(["contender", "seed"])["epochs"].sort_index()
+    assert race.groupby(["contender", "seed"])["epochs"].max().sort_index().tolist() == spent.tolist()
+
+
+def test_search_contenders_spend_the_same_epochs_budget_within_one_trial(finished) -> None:
+    config, table, _, _ = finished
+    searches = table[table["kind"] == "search"]
+    assert searches["epochs"].between(config.budget, config.budget + config.epochs - 1).all()
+    assert (table.loc[1:, "images"] / table.loc[1:, "epochs"]).nunique() == 1  # every epoch sees the training split
+    assert (table.loc[1:, "cpu_seconds"] > 0).all() and (table.loc[1:, "wall_seconds"] > 0).all()
+
+
+def test_summary_has_seed_intervals_paired_tests_ranks_and_a_verdict(finished) -> None:
+    _, _, _, result = finished
+    summary = result.summary.set_index("contender")
+    assert SUMMARY_COLUMNS <= set(summary.columns)
+    assert summary.loc[result.winner, "verdict"].startswith("winner")
+    others = summary.drop(index=result.winner)
+    assert others["p_mcnemar"].between(0, 1).all() and others["p_f1_macro"].between(0, 1).all()
+    assert (others["diff_f1_macro_low"] <= others["diff_f1_macro_high"]).all()
+    assert summary["mean_rank"].notna().all()  # every contender scored on both seeds (null: once, deterministic)
+    assert f"Winner on validation: {result.winner}." in result.markdown
 
 
 def test_winner_on_validation_is_registered(finished) -> None:
-    config, table, c = finished
-    scored = table[table["kind"] != "null"]
-    winner = scored.sort_values("val_f1_macro", ascending=False).iloc[0]
+    config, table, c, result = finished
+    summary = result.summary[result.summary["kind"] != "null"]
+    assert result.winner == summary.sort_values("val_value", ascending=False).iloc[0]["contender"]
     version = c.get_model_version_by_alias(config.registered_model, "champion")
-    assert c.get_run(parent_of(c, table)).data.tags["hemabench.winner"] == winner["contender"]
-    assert float(version.tags["test_f1_macro"]) == pytest.approx(winner["test_f1_macro"], abs=1e-5)
+    assert c.get_run(parent_of(c, table)).data.tags["hemabench.winner"] == result.winner
+    runs = table[table["contender"] == result.winner].sort_values("val_value", ascending=False)
+    assert float(version.tags["test_f1_macro"]) == pytest.approx(runs.iloc[0]["test_f1_macro"], abs=1e-5)
 
 
 def test_every_reference_setup_is_fully_fixed() -> None:
@@ -128,12 +158,11 @@ def test_contender_registry_names_are_unique_and_the_default_set_has_every_kind(
 
 @pytest.mark.parametrize("values, message", [
     ({"contenders": "null_model,nope"}, "unknown contender 'nope'; available: default, all, null_model"),
-    ({"budget": "2.5"}, "The 'budget' parameter must be a whole number of trials"),
-    ({"budget_unit": "hours"}, "The 'budget_unit' parameter must be one of trials, seconds"),
+    ({"budget": "2.5"}, "The 'budget' parameter must be a whole number of epochs or trials"),
+    ({"budget_unit": "hours"}, "The 'budget_unit' parameter must be one of trials, epochs, seconds"),
+    ({"repeats": "0"}, "The 'repeats' parameter must be an integer >= 1"),
     ({"epochs": "two"}, "The 'epochs' parameter must be of type int. Got 'two' instead."),
     ({"colour": "red"}, "unknown parameter 'colour'"),
-    ({"budget_unit": "seconds", "budget": "60", "contenders": "null_model,kt_hyperband_scratch"},
-     "contenders kt_hyperband_scratch cannot stop on a wall-clock budget"),
     ({"weights": "mobilenet_v2=,resnet50=imagenet"}, "The 'weights' parameter must be none, imagenet, a path, or backbone=value"),
 ])
 def test_bad_parameters_are_one_line_errors_before_any_work(values, message) -> None:
@@ -169,8 +198,37 @@ def test_under_mlflow_run_the_benchmark_adopts_the_run_and_its_logged_string_par
         c.log_param(run_id, key, value)
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
     table = benchmark.run(benchmark.make_benchmark_config(data=TINY_DATA, image_size="32", contenders="null_model",
-                                                          n_bootstrap="100"))
+                                                          n_bootstrap="100")).runs
     assert c.get_run(table["run_id"].iloc[0]).data.tags["mlflow.parentRunId"] == run_id
     run = c.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["budget"] == "4"
     assert "benchmark.md" in {a.path for a in c.list_artifacts(run_id)}
+
+
+def test_every_budget_unit_is_accepted_for_every_search_contender() -> None:
+    for unit, budget in (("epochs", "12"), ("trials", "3"), ("seconds", "30.5")):
+        config = benchmark.make_benchmark_config(budget_unit=unit, budget=budget, contenders=",".join(SEARCHES))
+        assert config.budget_unit == unit
+
+
+def test_backbone_contenders_without_real_weights_are_left_out_with_one_line(tmp_path, capsys) -> None:
+    chosen = benchmark.select("null_model,mobilenet_v2_frozen,keras_sequential_cnn")
+    kept = runner.with_real_weights(chosen, "none")
+    assert [c.name for c in kept] == ["null_model", "keras_sequential_cnn"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "mobilenet_v2_frozen (mobilenet_v2: none)" in out[0]
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"x")
+    assert [c.name for c in runner.with_real_weights(chosen, f"mobilenet_v2={weights}")] == [c.name for c in chosen]
+
+
+def test_exit_2_with_one_line_when_every_contender_but_the_null_model_fails(tracking, capsys) -> None:
+    from bench.cli import main
+
+    missing = tracking / "missing.h5"
+    missing.write_bytes(b"not weights")  # a file, so the backbone is not left out, but no Keras can read it
+    code = main(["benchmark", "--data", TINY_DATA, "--image-size", "32", "--epochs", "1", "--repeats", "1",
+                 "--contenders", "null_model,mobilenet_v2_frozen", "--weights", str(missing), "--n-bootstrap", "100"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # MLflow logs there too
+    assert code == 2
+    assert len(errors) == 1 and errors[0].startswith("error: every contender but the null model failed: mobilenet_v2_frozen")

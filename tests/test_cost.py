@@ -13,7 +13,7 @@ from bench.data import load_dataset
 from bench.errors import SpaceError
 from bench.search import study as search
 from bench.search.space import parse_space
-from bench.training import Budget, OverBudget, fit_and_score, flops_per_image
+from bench.training import CostCeiling, OverCostCeiling, fit_and_score, flops_per_image
 from tests.conftest import TINY_DATA, children, tiny_config
 
 PARAMS = {"n_blocks": 2, "filters_1": 8, "filters_2": 16, "learning_rate": 1e-3, "batch_size": 16}
@@ -44,12 +44,12 @@ def test_a_passed_deadline_stops_at_the_epoch_end_and_keeps_the_best_epoch(tiny)
 
 def test_a_flops_ceiling_rejects_before_training_and_a_slow_first_epoch_stops(tiny) -> None:
     measured: dict[str, float] = {}
-    with pytest.raises(OverBudget, match=r"MFLOPs per image > max_mflops_per_image 0.01; rejected before training"):
-        fit_and_score(PARAMS, tiny, family="scratch_cnn", epochs=3, seed=0, budget=Budget(max_mflops_per_image=0.01),
+    with pytest.raises(OverCostCeiling, match=r"MFLOPs per image > max_mflops_per_image 0.01; rejected before training"):
+        fit_and_score(PARAMS, tiny, family="scratch_cnn", epochs=3, seed=0, ceiling=CostCeiling(max_mflops_per_image=0.01),
                       measured=measured)
     assert "train_images_per_second" not in measured and measured["mflops_per_image"] > 0.01
-    with pytest.raises(OverBudget, match="> max_seconds_per_epoch 1e-06; stopped in the first epoch"):
-        fit_and_score(PARAMS, tiny, family="scratch_cnn", epochs=3, seed=0, budget=Budget(max_seconds_per_epoch=1e-6))
+    with pytest.raises(OverCostCeiling, match="> max_seconds_per_epoch 1e-06; stopped in the first epoch"):
+        fit_and_score(PARAMS, tiny, family="scratch_cnn", epochs=3, seed=0, ceiling=CostCeiling(max_seconds_per_epoch=1e-6))
 
 
 def test_space_cost_ceilings_are_positive_numbers() -> None:

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench.search import study as search
-from bench.search.engines.optuna_engine import make_storage
+from bench.search.engines.optuna_storage import make_storage
 from tests import searchproc
 from tests.conftest import tiny_config
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from bench.search import workers
 from bench.tracking import client as tracking_client
-from bench.search.engines.optuna_engine import RetryDeadTrial, make_storage, reap_dead_trials
+from bench.search.engines.optuna_storage import RetryDeadTrial, make_storage, reap_dead_trials
 from tests import searchproc
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from bench import paths
 from bench.search import study as search
-from bench.search.engines.optuna_engine import make_storage
+from bench.search.engines.optuna_storage import make_storage
 from bench.search.space import load_space
 from bench.search.warm_start import fit_to_space, references
 from tests.conftest import children, tiny_config

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from bench.search import workers
 from bench.search import make_config
-from bench.search.engines.optuna_engine import make_storage
+from bench.search.engines.optuna_storage import make_storage
 from tests import searchproc
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ import sys, time
 from pathlib import Path
 import optuna
 from bench.tracking import runs as tracking
-from bench.search.engines.optuna_engine import make_storage
+from bench.search.engines.optuna_storage import make_storage
 folder, me = Path(sys.argv[1]), sys.argv[2]
 (folder / f"ready-{me}").touch()
 while len(list(folder.glob("ready-*"))) < 2:  # both processes are imported: go at the same moment

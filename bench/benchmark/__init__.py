@@ -7,8 +7,9 @@ from bench.benchmark.contenders import Contender, list_contenders, select
 from bench.lazy import lazy_exports, names
 
 _HEAVY = {
-    "bench.benchmark.runner": ("run",),
-    "bench.benchmark.report": ("markdown", "table_row"),
+    "bench.benchmark.runner": ("AllFailed", "Result", "run"),
+    "bench.benchmark.report": ("table_row",),
+    "bench.benchmark.compare": ("markdown", "summarize"),
 }
 __getattr__ = lazy_exports(__name__, _HEAVY)
 __all__ = ["BenchmarkConfig", "Contender", "list_contenders", "make_benchmark_config", "select", "weights_for",

@@ -9,21 +9,24 @@ from bench.benchmark.contenders import select
 from bench.errors import ConfigError
 from bench.metrics import OBJECTIVES
 from bench.search import ENGINES
+from bench.search.budget import UNITS as BUDGET_UNITS
 from bench.validation import Rules, at_least, check, make, message, one_of, satisfies
 
-BUDGET_UNITS = ("trials", "seconds")
-BUDGET_RULE = "a whole number of trials >= 1, or seconds > 0 with budget_unit=seconds"
+BUDGET_RULE = "a whole number of epochs or trials >= 1, or seconds > 0 with budget_unit=seconds"
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    data: str = "synthetic"
-    image_size: int = 64
-    epochs: int = 4  # per reference fit and per search trial
-    budget: float = 4.0  # per search contender: trials, or wall-clock seconds (budget_unit)
-    budget_unit: str = "trials"
+    # Shrunk so that 3 seeds of the default set finish within 15 minutes on 2 CPU cores: 800 synthetic images at 32 px.
+    data: str = "synthetic?n_per_class=100"
+    image_size: int = 32
+    epochs: int = 3  # per reference fit and per search trial
+    # Per search contender and seed: 18 epochs is 6 full trials (more with pruning), 3 of them TPE's random start-up.
+    budget: float = 18.0
+    budget_unit: str = "epochs"  # epochs (summed over all trials, pruned included) | trials | seconds
+    repeats: int = 3  # seeds per stochastic contender (sampler, weight init, data order, augmentation); data fixed
     contenders: str = "default"  # default | all | a comma list of names
-    seed: int = 0
+    seed: int = 0  # the data and splits; repeat r runs with seed + r
     experiment: str = "hemabench"
     registered_model: str = "bloodcell-classifier"
     register: bool = False
@@ -35,20 +38,33 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         check(RULES, self)
-        if self.budget_unit == "trials" and not float(self.budget).is_integer():
+        if self.budget_unit != "seconds" and not float(self.budget).is_integer():
             raise ConfigError(message("budget", BUDGET_RULE, self.budget))
         chosen = select(self.contenders)  # unknown names fail here, before any data is loaded
-        untimed = [c.name for c in chosen if c.kind == "search" and not ENGINES.get(c.config.get("engine", "optuna")).honours_timeout]
-        if self.budget_unit == "seconds" and untimed:
-            raise ConfigError(f"contenders {', '.join(untimed)} cannot stop on a wall-clock budget (their engine has no "
-                              f"timeout): use budget_unit=trials, or choose contenders without them")
+        unable = [c.name for c in chosen if c.kind == "search"
+                  and self.budget_unit not in ENGINES.get(c.config.get("engine", "optuna")).budget_units]
+        if unable:
+            raise ConfigError(f"contenders {', '.join(unable)} cannot stop on a budget in {self.budget_unit}: choose "
+                              f"another budget_unit, or contenders without them")
         weights_for(self.weights, None)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + r for r in range(self.repeats)]
+
+    def search_budget(self) -> dict[str, float]:
+        """The SearchConfig fields that set a search contender's budget; the other units are unlimited."""
+        unlimited = 1_000_000
+        return {"epochs": {"epoch_budget": int(self.budget), "trials": unlimited},
+                "trials": {"trials": int(self.budget)},
+                "seconds": {"timeout": float(self.budget), "trials": unlimited}}[self.budget_unit]
 
 
 RULES: Rules = (
     ("budget", satisfies(lambda v: isinstance(v, (int, float)) and v > 0, BUDGET_RULE)),
     ("budget_unit", one_of(BUDGET_UNITS)),
     ("epochs", at_least(1)),
+    ("repeats", at_least(1)),
     ("n_bootstrap", at_least(100)),
     ("objective", one_of(OBJECTIVES)),
     ("contenders", satisfies(lambda v: bool(v.strip()), "'default', 'all' or a comma list of contender names")),

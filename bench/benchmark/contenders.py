@@ -14,9 +14,9 @@ from bench.search import SearchConfig, list_spaces, load_space
 
 REFERENCE_DIR = "reference"
 # The default set: the null floor, both scratch references, the cheap frozen backbone (its features are computed
-# once), and three search strategies on the scratch space (TPE + median pruning, random + no pruning, Hyperband);
-# `mlflow run . -e benchmark --env-manager local` took 592 s on 2 shared CPU cores (load ~3). `contenders=all` adds
-# the rest: KerasTuner random search, the ResNet50 references and an Optuna search of every backbone space.
+# once; it runs only with real pretrained weights) and three search strategies on the scratch space (TPE + median
+# pruning, random + no pruning, Hyperband). `contenders=all` adds the rest: KerasTuner random search, the ResNet50
+# references and an Optuna search of every backbone space.
 DEFAULT_REFERENCES = ("keras_sequential_cnn", "four_block_cnn_sgd", "mobilenet_v2_frozen")
 
 
@@ -69,16 +69,19 @@ def select(spec: str) -> list[Contender]:
 
 @dataclass
 class Outcome:
-    """What a contender hands back: its test probabilities and what the table reports beside them."""
+    """What a contender hands back for one seed: its test probabilities and what the table reports beside them."""
 
     name: str
     kind: str
     run_id: str
+    seed: int = 0
     test_prob: np.ndarray | None = None
     val_value: float = float("nan")  # the objective on validation (the selection rule)
     val_f1: float = float("nan")
     train_seconds: float = float("nan")  # summed fit time of every trial
     wall_seconds: float = float("nan")  # the contender's whole wall-clock time
+    cpu_seconds: float = float("nan")  # process CPU time over the same span (every thread of this process)
+    epochs: int = 0  # training epochs summed over every trial, pruned and failed ones included
     trials: int = 0
     n_params: float = float("nan")
     model_uri: str = ""

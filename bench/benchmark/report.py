@@ -1,5 +1,5 @@
-"""The benchmark's outputs: the comparison table (rows with bootstrap intervals, markdown) and the plotly report
-(the search race, confusion matrices and ROC curves side by side, a reliability diagram)."""
+"""The benchmark's outputs: one row per contender and seed (test metrics with bootstrap intervals, what it spent)
+and the plotly report (the search race, confusion matrices and ROC curves side by side, a reliability diagram)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,23 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mlflow.tracking import MlflowClient
-
 from bench.benchmark.config import BenchmarkConfig
 from bench.benchmark.contenders import Outcome
+from bench.benchmark.race import race_figure
 from bench.data import Dataset
-from bench.metrics import METRICS, Interval, bootstrap_intervals, expected_calibration_error, reliability_bins
+from bench.metrics import bootstrap_intervals, expected_calibration_error, reliability_bins
 from bench.reporting.plots import PLOTLY_JS, confusion_matrices, roc_curves
-from bench.tracking import tags as tag
 
 GRID_COLUMNS = 4
 
 
 def table_row(outcome: Outcome, ds: Dataset, config: BenchmarkConfig) -> dict[str, Any]:
-    """One contender's row: test metrics with bootstrap intervals (by group where the split has groups),
-    validation F1 and its gap to test, calibration, cost and size."""
-    row: dict[str, Any] = {"contender": outcome.name, "kind": outcome.kind, "weights": outcome.weights}
+    """One contender's row for one seed: test metrics with bootstrap intervals (by group where the split has
+    groups), validation F1 and its gap to test, calibration, what it spent and its size."""
+    row: dict[str, Any] = {"contender": outcome.name, "kind": outcome.kind, "seed": outcome.seed,
+                           "weights": outcome.weights, "epochs": outcome.epochs, "images": outcome.epochs * len(ds.y_train),
+                           "cpu_seconds": outcome.cpu_seconds, "wall_seconds": outcome.wall_seconds,
+                           "trials": outcome.trials}
     if outcome.test_prob is None:
         return {**row, "error": outcome.error or "no model"}
     intervals = bootstrap_intervals(ds.y_test, outcome.test_prob, groups=ds.groups_test, n_resamples=config.n_bootstrap,
@@ -36,77 +37,17 @@ def table_row(outcome: Outcome, ds: Dataset, config: BenchmarkConfig) -> dict[st
     for name, interval in intervals.items():
         row.update({f"test_{name}": interval.value, f"test_{name}_low": interval.low, f"test_{name}_high": interval.high})
     row.update({
+        "val_value": outcome.val_value,
         "val_f1_macro": outcome.val_f1,
         "val_test_gap_f1": outcome.val_f1 - intervals["f1_macro"].value,
         "test_ece": expected_calibration_error(ds.y_test, outcome.test_prob),
         "train_seconds": outcome.train_seconds,
-        "wall_seconds": outcome.wall_seconds,
-        "trials": outcome.trials,
         "n_params": outcome.n_params,
         "run_id": outcome.run_id,
         "model_uri": outcome.model_uri,
         "error": outcome.error,
     })
     return row
-
-
-TABLE_COLUMNS = {m.name: m.label for m in METRICS if m.interval}
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """The comparison table: point value with its 95% bootstrap interval per test metric."""
-    head = ["Contender", "Kind", *TABLE_COLUMNS.values(), "Val F1", "Val-test gap", "ECE", "Train s", "Wall s", "Trials", "Params"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def num(value: Any, fmt: str) -> str:
-        return "" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, fmt)
-
-    for _, r in table.iterrows():
-        if pd.notna(r.get("test_accuracy")):
-            cells = [str(Interval(r[f"test_{k}"], r[f"test_{k}_low"], r[f"test_{k}_high"])) for k in TABLE_COLUMNS]
-            cells += [num(r["val_f1_macro"], ".3f"), num(r["val_test_gap_f1"], "+.3f"), num(r["test_ece"], ".3f"),
-                      num(r["train_seconds"], ".0f"), num(r["wall_seconds"], ".0f"), num(int(r["trials"]), "d"),
-                      num(int(r["n_params"]) if pd.notna(r["n_params"]) else None, ",d")]
-        else:
-            cells = [f"failed: {r.get('error', '')}"] + [""] * (len(head) - 3)
-        weights = r.get("weights")
-        kind = f"{r['kind']} (weights {weights})" if isinstance(weights, str) and weights else r["kind"]
-        lines.append("| " + " | ".join([r["contender"], kind, *cells]) + " |")
-    return "\n".join(lines)
-
-
-def race_table(c: MlflowClient, experiment_id: str, outcomes: list[Outcome], objective: str) -> pd.DataFrame:
-    """Per search contender, each finished trial's time since the search started (from the child run's end
-    time) and the best validation objective reached so far by completed trials."""
-    rows = []
-    for o in outcomes:
-        runs = c.search_runs([experiment_id], tag.run_filter({tag.STUDY: o.study, tag.ROLE: tag.TRIAL_ROLE}),
-                             max_results=50000)
-        for r in runs:
-            if r.info.end_time is None:
-                continue
-            state = r.data.tags.get(tag.STATE, "?")
-            value = r.data.metrics.get(objective, math.nan) if state == "COMPLETE" else math.nan
-            rows.append({"contender": o.name, "trial": int(r.data.tags.get(tag.TRIAL, -1)), "state": state,
-                         "seconds": r.info.end_time / 1000 - o.started, objective: value})
-    race = pd.DataFrame(rows, columns=["contender", "trial", "state", "seconds", objective])
-    race = race.astype({"seconds": float, objective: float}).sort_values(["contender", "seconds"]).reset_index(drop=True)
-    race["best_so_far"] = race.groupby("contender")[objective].cummax()  # cummax skips NaN (pruned/failed)
-    return race
-
-
-def race_figure(race: pd.DataFrame, references: dict[str, tuple[float, float]], objective: str) -> go.Figure:
-    fig = go.Figure()
-    for name, part in race.groupby("contender", sort=False):
-        part = part.dropna(subset=["best_so_far"])
-        fig.add_trace(go.Scatter(x=part["seconds"], y=part["best_so_far"], mode="lines+markers", name=name,
-                                 line={"shape": "hv"}, hovertemplate="%{x:.0f}s: %{y:.4f}<extra>" + name + "</extra>"))
-    for name, (seconds, value) in references.items():
-        fig.add_trace(go.Scatter(x=[seconds], y=[value], mode="markers", name=f"{name} (one fit)",
-                                 marker={"symbol": "diamond", "size": 11}))
-    fig.update_layout(title=f"Search race: best-so-far {objective} against wall-clock time", xaxis_title="seconds since "
-                      "the contender started", yaxis_title=f"best {objective}", height=480, width=1100)
-    return fig
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -161,13 +102,15 @@ def reliability_figure(y_true: np.ndarray, probs: dict[str, np.ndarray]) -> go.F
 
 
 def write_report(path: Path, *, table: str, race: pd.DataFrame, y_true: np.ndarray, probs: dict[str, np.ndarray],
-                 class_names: list[str], references: dict[str, tuple[float, float]], title: str,
+                 class_names: list[str], references: dict[str, tuple[float, float, float]], title: str,
                  objective: str = "val_f1_macro") -> None:
-    """One self-describing HTML page: the markdown table, then the four figures (plotly JS loaded once)."""
+    """One self-describing HTML page: the markdown table, then the four figures (plotly JS loaded once); the
+    confusion, ROC and reliability figures show each contender's seed-median run (`probs`)."""
     figures = [race_figure(race, references, objective), confusion_grid(y_true, probs, class_names),
                roc_grid(y_true, probs, class_names), reliability_figure(y_true, probs)]
     parts = [fig.to_html(full_html=False, include_plotlyjs=PLOTLY_JS if i == 0 else False) for i, fig in enumerate(figures)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>Test metrics with 95% bootstrap intervals; validation F1 picks each "
-            f"search's best model.</p><pre>{html.escape(table)}</pre>" + "".join(parts) + "</body></html>")
+            f"<h1>{html.escape(title)}</h1><p>Test metrics: mean over seeds [95% interval across seeds]; "
+            f"test [95% bootstrap interval of the seed-median run]. Validation picks each search's best model and the "
+            f"winner; test decides nothing.</p><pre>{html.escape(table)}</pre>" + "".join(parts) + "</body></html>")
     path.write_text(page)

@@ -18,6 +18,7 @@ class SearchConfig:
     space: str = "scratch_cnn"
     trials: int = 10
     timeout: float = 0.0  # seconds for the whole search; 0 = no limit
+    epoch_budget: int = 0  # training epochs summed over all trials, pruned ones included; 0 = no limit (bench.search.budget)
     epochs: int = 10
     image_size: int = 64
     seed: int = 0
@@ -65,6 +66,7 @@ def _rules() -> Rules:
     return (
         ("trials", at_least(1)),
         ("timeout", satisfies(lambda v: isinstance(v, (int, float)) and v >= 0, "a number of seconds >= 0 (0 means no limit)")),
+        ("epoch_budget", at_least(0)),
         ("epochs", at_least(1)),
         ("image_size", between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)),
         ("engine", one_of(ENGINES.names())),

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import paths
 from bench import tracking
-from bench.data import load_dataset
+from bench.data import Dataset, load_dataset
 from bench.search import finish, workers
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
@@ -63,15 +63,17 @@ def _study_parent(c: MlflowClient, experiment_id: str, config: SearchConfig, inv
     return parent
 
 
-def run(config: SearchConfig) -> SearchResult:
+def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
+    """`dataset`: already loaded data (the benchmark keeps one split while seeds vary); else `config.data`."""
     started = time.perf_counter()
     worker_of = workers.parent_run_id()  # set when a coordinator (here or on another machine) started this process
     invocation = None if worker_of else os.environ.get("MLFLOW_RUN_ID")  # `mlflow run`'s own run
     if invocation:  # before any work: `mlflow run` may have put its run in another experiment than asked
         tracking.check_run_experiment(tracking.client(), config.experiment, default=SearchConfig.experiment)
     space = load_space(config.space)
-    dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
-    print(dataset.summary, flush=True)
+    if dataset is None:
+        dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
+        print(dataset.summary, flush=True)
     c = tracking.client()
     experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
     tags = {

@@ -12,12 +12,13 @@ from mlflow.tracking import MlflowClient
 
 from bench import serving, tracking
 from bench.data import Dataset
+from bench.search.budget import EPOCHS_METRIC
 from bench.search.config import SearchConfig
 from bench.metrics import classification_metrics
 from bench.reporting import write_evaluation_artifacts
 from bench.search.space import Space
 from bench.text import one_line, summarize
-from bench.training import Budget, EpochHook, FitResult, OverBudget, fit_and_score, start_trial
+from bench.training import CostCeiling, EpochHook, FitResult, OverCostCeiling, fit_and_score, start_trial
 from bench.tracking import tags as tag
 
 
@@ -34,6 +35,7 @@ class TrialOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
     model_uri: str = ""  # set when the trial's model was logged (it was the best so far)
+    weights: list | None = None  # the model's (best-epoch) weights, so an engine can continue from them
 
 
 @dataclass
@@ -56,7 +58,7 @@ class TrialRunner(Study):
     `deadline` (`time.monotonic()`; by default `config.timeout` seconds after the runner is made, which each
     engine does as its search starts) ends a running trial at its next epoch end: it completes with its best
     epoch so far. The space's cost ceilings (`max_mflops_per_image`, `max_seconds_per_epoch`) reject a trial
-    before training or in its first epoch: it ends PRUNED with the reason, and `OverBudget` propagates so that
+    before training or in its first epoch: it ends PRUNED with the reason, and `OverCostCeiling` propagates so that
     the engine can tell its sampler."""
 
     is_best: Callable[[float], bool]
@@ -70,11 +72,11 @@ class TrialRunner(Study):
             self.deadline = time.monotonic() + self.config.timeout
 
     @property
-    def budget(self) -> Budget:
-        return Budget(self.space.extra.get("max_mflops_per_image"), self.space.extra.get("max_seconds_per_epoch"))
+    def ceiling(self) -> CostCeiling:
+        return CostCeiling(self.space.extra.get("max_mflops_per_image"), self.space.extra.get("max_seconds_per_epoch"))
 
     def run(self, number: int, params: dict[str, Any], *, on_epoch: EpochHook | None = None,
-            prune_exceptions: tuple[type[BaseException], ...] = ()) -> TrialOutcome:
+            prune_exceptions: tuple[type[BaseException], ...] = (), initial_weights: list | None = None) -> TrialOutcome:
         c, cfg = self.client, self.config
         started = time.perf_counter()
         start_trial(cfg.seed + number)
@@ -99,8 +101,9 @@ class TrialRunner(Study):
         try:
             fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
                                 seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
-                                weights=cfg.weights, deadline=self.deadline, budget=self.budget, measured=measured)
-        except OverBudget as exc:
+                                weights=cfg.weights, deadline=self.deadline, ceiling=self.ceiling, measured=measured,
+                                initial_weights=initial_weights)
+        except OverCostCeiling as exc:
             outcome.state, outcome.reason = "PRUNED", str(exc)
             self._end(outcome, "KILLED", started)
             raise
@@ -132,6 +135,7 @@ class TrialRunner(Study):
             outcome.reason = (f"stopped at the search deadline (timeout {self.config.timeout:g} s) after epoch "
                               f"{len(fit.history)} of {self.config.epochs}; kept epoch {fit.best_epoch}")
         outcome.value = outcome.metrics[self.config.objective]
+        outcome.weights = fit.model.get_weights()
         tracking.log_files(self.client, outcome.run_id, lambda d: write_evaluation_artifacts(
             d, ds.y_val, fit.val_prob, ds.class_names, title=f"trial {outcome.number} validation"))
         if self.is_best(outcome.value):
@@ -148,7 +152,8 @@ class TrialRunner(Study):
         if outcome.reason:
             tags[tag.REASON] = outcome.reason
         try:
-            tracking.log_batch(self.client, outcome.run_id, metrics={**outcome.metrics, "trial_seconds": outcome.seconds},
+            tracking.log_batch(self.client, outcome.run_id, metrics={**outcome.metrics, "trial_seconds": outcome.seconds,
+                                                                        EPOCHS_METRIC: len(outcome.history)},
                                history=outcome.history, tags=tags)
         finally:
             self.client.set_terminated(outcome.run_id, status)

@@ -18,12 +18,12 @@ import keras
 from keras import layers
 
 
-class OverBudget(RuntimeError):
+class OverCostCeiling(RuntimeError):
     """A trial costs more than its space allows (FLOPs per image or seconds per epoch): rejected, not failed."""
 
 
 @dataclass(frozen=True)
-class Budget:
+class CostCeiling:
     """Per-trial ceilings from the space (None = no ceiling)."""
 
     max_mflops_per_image: float | None = None
@@ -31,13 +31,13 @@ class Budget:
 
     def check_flops(self, mflops: float) -> None:
         if self.max_mflops_per_image is not None and mflops > self.max_mflops_per_image:
-            raise OverBudget(f"over budget: {mflops:.0f} MFLOPs per image > max_mflops_per_image "
+            raise OverCostCeiling(f"over budget: {mflops:.0f} MFLOPs per image > max_mflops_per_image "
                              f"{self.max_mflops_per_image:g}; rejected before training")
 
     def check_epoch(self, seconds: float, *, estimated: bool) -> None:
         if self.max_seconds_per_epoch is not None and seconds > self.max_seconds_per_epoch:
             how = "estimated from its first batches" if estimated else "measured"
-            raise OverBudget(f"over budget: the first epoch takes {seconds:.0f} s ({how}) > max_seconds_per_epoch "
+            raise OverCostCeiling(f"over budget: the first epoch takes {seconds:.0f} s ({how}) > max_seconds_per_epoch "
                              f"{self.max_seconds_per_epoch:g}; stopped in the first epoch")
 
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from bench.training import features
-from bench.training.cost import Budget, flops_per_image
+from bench.training.cost import CostCeiling, flops_per_image
 from bench.training.pipeline import batches, predict_proba
 from bench.data import Dataset, class_weights
 from bench.errors import ConfigError
@@ -72,16 +72,16 @@ class _EpochMonitor(keras.callbacks.Callback):
     """Scores the validation split each epoch with scikit-learn, keeps the best weights, reports to the
     engine (pruning), and stops at once when the loss diverges. Once `deadline` (a `time.monotonic()` value)
     has passed, it stops training at the end of the epoch, keeping the best epoch so far. It times each
-    epoch's training (not its validation scoring) and enforces the budget's seconds-per-epoch ceiling in the
+    epoch's training (not its validation scoring) and enforces the cost ceiling's seconds per epoch in the
     first epoch, from its first batches' pace.
 
     With the feature cache the model being fitted is only the trainable suffix: `x_val` then holds the
     cached validation features, and `keep` is the full model whose weights are kept."""
 
     def __init__(self, x_val: np.ndarray, y_val: np.ndarray, class_names: list[str], objective: str,
-                 on_epoch: EpochHook | None, *, deadline: float | None = None, budget: Budget | None = None) -> None:
+                 on_epoch: EpochHook | None, *, deadline: float | None = None, ceiling: CostCeiling | None = None) -> None:
         super().__init__()
-        self.deadline, self.budget, self.stopped = deadline, budget or Budget(), ""
+        self.deadline, self.ceiling, self.stopped = deadline, ceiling or CostCeiling(), ""
         self.train_seconds, self.images, self.n_train = 0.0, 0, 0
         self._epoch_started = self._pace_from = 0.0
         self.measured: dict[str, float] = {}
@@ -99,14 +99,14 @@ class _EpochMonitor(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise TrialDiverged(f"training loss became {float(loss)} at epoch {len(self.history) + 1}, batch {batch + 1}")
-        if self.history or self.budget.max_seconds_per_epoch is None:
+        if self.history or self.ceiling.max_seconds_per_epoch is None:
             return
         steps = (self.params or {}).get("steps") or 0
         if batch == 0:  # the first batch traces the graph: pace the epoch from the second one on
             self._pace_from = time.perf_counter()
         elif batch >= 5 and steps > batch + 1:
             pace = (time.perf_counter() - self._pace_from) / batch
-            self.budget.check_epoch(time.perf_counter() - self._epoch_started + pace * (steps - batch - 1),
+            self.ceiling.check_epoch(time.perf_counter() - self._epoch_started + pace * (steps - batch - 1),
                                     estimated=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -114,7 +114,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.train_seconds, self.images = self.train_seconds + seconds, self.images + self.n_train
         self.measured["train_images_per_second"] = self.images / self.train_seconds
         if not self.history:
-            self.budget.check_epoch(seconds, estimated=False)
+            self.ceiling.check_epoch(seconds, estimated=False)
         prob = predict_proba(self.model, self.x_val)
         scores = classification_metrics(self.y_val, prob, self.class_names, prefix="val", per_class=False)
         row = {"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan"))),
@@ -144,8 +144,9 @@ def fit_and_score(
     weights: str = "none",
     feature_cache: bool = True,
     deadline: float | None = None,
-    budget: Budget | None = None,
+    ceiling: CostCeiling | None = None,
     measured: dict[str, float] | None = None,
+    initial_weights: list[np.ndarray] | None = None,
 ) -> FitResult:
     """Build `family` with `params`, train on the train split, score each epoch on validation, and return
     the model holding its best epoch's weights with that epoch's validation probabilities.
@@ -156,21 +157,24 @@ def fit_and_score(
     rest is trained on them; the returned model is always the full raw-pixels -> softmax model.
 
     `deadline` (a `time.monotonic()` value) ends training at the first epoch end after it, with the best epoch
-    so far (`FitResult.stopped == "deadline"`). `budget` rejects the model before training when its FLOPs per
-    image exceed the ceiling, and stops it in its first epoch when that epoch is too slow (`OverBudget`).
+    so far (`FitResult.stopped == "deadline"`). `ceiling` rejects the model before training when its FLOPs per
+    image exceed the ceiling, and stops it in its first epoch when that epoch is too slow (`OverCostCeiling`).
     `measured`, when given, is filled as training goes (so a pruned or rejected trial has it too) with
-    `mflops_per_image` and `train_images_per_second`."""
+    `mflops_per_image` and `train_images_per_second`. `initial_weights` (those of an earlier fit of the same
+    `params`) continue that fit instead of starting afresh."""
     n_classes = len(dataset.class_names)
     model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed,
                         weights=weights)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     mflops = flops_per_image(model) / 1e6
     measured = {} if measured is None else measured
     measured["mflops_per_image"] = mflops
-    (budget or Budget()).check_flops(mflops)
+    (ceiling or CostCeiling()).check_flops(mflops)
     balanced = params.get("class_weight") == "balanced"
     class_weight = class_weights(dataset.y_train, n_classes) if balanced else None
     monitor = _EpochMonitor(dataset.x_val, dataset.y_val, dataset.class_names, objective, on_epoch,
-                            deadline=deadline, budget=budget)
+                            deadline=deadline, ceiling=ceiling)
     monitor.keep, monitor.n_train, monitor.measured = model, len(dataset.x_train), measured
     started = time.perf_counter()
     done = 0

@@ -6,7 +6,7 @@ from bench.search.engines.base import ENGINES, Engine, EngineSpec, list_engines
 from bench.search.engines.strategies import PRUNERS, SAMPLERS, StrategySpec
 
 ENGINES.register(EngineSpec(
-    "optuna", "bench.search.engines.optuna_engine", shared_storage=True, honours_timeout=True,
+    "optuna", "bench.search.engines.optuna_engine", shared_storage=True,
     options={"sampler": tuple(SAMPLERS.names()), "pruner": tuple(PRUNERS.names())},
 ))
 ENGINES.register(EngineSpec(

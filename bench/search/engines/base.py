@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from bench.registry import Registry
+from bench.search.budget import UNITS
 
 if TYPE_CHECKING:  # type names only: the engines module is imported by the context module, not the reverse
     from bench.search.config import SearchConfig
@@ -27,13 +28,13 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class EngineSpec:
     """`module`: the engine's module (imported on use). `shared_storage`: several processes can work on one study
-    (it has `prepare`). `honours_timeout`: it stops on `SearchConfig.timeout`. `options`: its own SearchConfig
+    (it has `prepare`). `budget_units`: the `bench.search.budget` units it stops on. `options`: its own SearchConfig
     fields and their allowed values."""
 
     name: str
     module: str
     shared_storage: bool = False
-    honours_timeout: bool = False
+    budget_units: tuple[str, ...] = UNITS
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def load(self) -> ModuleType:

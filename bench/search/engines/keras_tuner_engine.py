@@ -6,7 +6,16 @@ Conditional parameters are declared only while active (`bench.space.suggest_kera
 `build(hp)` declares what its values activate, and the oracle adds newly seen parameters to its space at
 the end of the trial (KerasTuner's `allow_new_entries`); the Bayesian oracle fills an inactive parameter
 with its default when it vectorises a trial. The tuner's state lives in `<tracking-DB folder>/keras_tuner/
-<study>` with `overwrite=False`, so a rerun resumes and stops once the study has `trials` trials.
+<study>` with `overwrite=False`, so a rerun resumes and stops once the study's budget is spent.
+
+Budgets (`bench.search.budget`): after each trial the engine adds what it spent, and once a limit is reached
+it caps the oracle's `max_trials` at the trials it has, which stops `search`. Hyperband runs as many
+iterations as the budget pays for (under a trials budget, `trials` caps it). A promoted Hyperband trial
+continues as KerasTuner intends: it starts from the weights of the trial it was promoted from
+(`tuner/trial_id`; KerasTuner's own tuner reloads that trial's checkpoint the same way) and trains
+`tuner/epochs - tuner/initial_epoch` more epochs, so it reaches `tuner/epochs` in total. The weights are
+kept in the trial's folder of the tuner's directory; without them (a trial from before this rule) it trains
+afresh for all `tuner/epochs`.
 """
 
 from __future__ import annotations
@@ -17,22 +26,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras_tuner as kt
+import numpy as np
 
 from bench import paths
+from bench.search.budget import EPOCHS_METRIC, Budget, startup_trials
 from bench.search.config import SearchConfig
 from bench.errors import BenchError
 from bench.metrics import Direction, direction
 from bench.search.space import Space, suggest_keras_tuner
 from bench.search.context import SearchContext
+from bench.search.trial import TrialOutcome
 from bench.text import one_line
 
 TunerClass = type[kt.Tuner]
 TUNERS: dict[str, tuple[TunerClass, Callable[[SearchConfig], dict[str, Any]]]] = {
     "random": (kt.RandomSearch, lambda c: {"max_trials": c.trials}),
     "bayesian": (kt.BayesianOptimization,
-                 lambda c: {"max_trials": c.trials, "num_initial_points": min(c.trials, max(2, c.trials // 3))}),
-    # Hyperband spends `tuner/epochs` (up to `epochs`) per trial; `trials` still caps the count (see run()).
-    "hyperband": (kt.Hyperband, lambda c: {"max_epochs": c.epochs, "factor": 3}),
+                 lambda c: {"max_trials": c.trials, "num_initial_points": startup_trials(c, low=2)}),
+    # Hyperband trains a trial to `tuner/epochs` (up to `epochs`); iterations repeat until the budget is spent.
+    "hyperband": (kt.Hyperband, lambda c: {"max_epochs": c.epochs, "factor": 3, "hyperband_iterations": None}),
 }
 
 
@@ -97,9 +109,34 @@ def _best(oracle: kt.Oracle) -> tuple[float, int] | None:
     return (float(best[0].score), int(best[0].trial_id)) if best and best[0].score is not None else None
 
 
+WEIGHTS_FILE = "bench_weights.npz"
+
+
+def _save_weights(tuner: kt.Tuner, trial_id: str, weights: list[np.ndarray] | None) -> None:
+    if weights is not None:
+        folder = Path(tuner.get_trial_dir(trial_id))
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / WEIGHTS_FILE, *weights)
+
+
+def _load_weights(tuner: kt.Tuner, trial_id: str | None) -> list[np.ndarray] | None:
+    path = Path(tuner.get_trial_dir(trial_id)) / WEIGHTS_FILE if trial_id else None
+    if path is None or not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def _spent_epochs(oracle: kt.Oracle) -> int:
+    """Epochs trained by the study's earlier trials (recorded with each trial's metrics)."""
+    return sum(int(t.metrics.get_last_value(EPOCHS_METRIC) or 0) for t in oracle.trials.values()
+               if t.metrics.exists(EPOCHS_METRIC))
+
+
 def run(ctx: SearchContext) -> None:
     config = ctx.config
     state: dict[str, Any] = {"best": None, "reason": ""}
+    budget = Budget.of(config, len(ctx.dataset.y_train))
 
     def is_best(value: float) -> bool:
         return state["best"] is None or ctx.better(value, state["best"])
@@ -109,11 +146,19 @@ def run(ctx: SearchContext) -> None:
     def trial_fn(trial: kt.engine.trial.Trial) -> dict[str, float]:
         hp = trial.hyperparameters
         params = tuner.hypermodel.build(hp)
+        start = _load_weights(tuner, hp.values.get("tuner/trial_id"))
         epochs = int(hp.values.get("tuner/epochs", config.epochs))
-        trial_runner = runner if epochs == config.epochs else dataclasses.replace(
-            runner, config=dataclasses.replace(config, epochs=epochs))
+        epochs -= int(hp.values.get("tuner/initial_epoch", 0)) if start is not None else 0
+        trained: list[int] = []
+
+        def done(outcome: TrialOutcome) -> None:
+            trained.append(len(outcome.history))
+            if runner.on_done is not None:
+                runner.on_done(outcome)
+
+        trial_runner = dataclasses.replace(runner, config=dataclasses.replace(config, epochs=epochs), on_done=done)
         try:
-            outcome = trial_runner.run(int(trial.trial_id), params)
+            outcome = trial_runner.run(int(trial.trial_id), params, initial_weights=start)
         except BenchError as exc:
             raise _Abort(exc) from exc
         except Exception as exc:
@@ -121,11 +166,14 @@ def run(ctx: SearchContext) -> None:
             raise
         finally:
             runner.last_run_id = trial_runner.last_run_id
-            if runner.deadline is not None and time.monotonic() >= runner.deadline:
-                tuner.oracle.max_trials = len(tuner.oracle.trials)  # the search deadline: start no further trial
+            budget.spend(sum(trained))
+            deadline_passed = runner.deadline is not None and time.monotonic() >= runner.deadline
+            if budget.exhausted() or deadline_passed:
+                tuner.oracle.max_trials = len(tuner.oracle.trials)  # the oracle's own stop: `search` ends
+        _save_weights(tuner, trial.trial_id, outcome.weights)
         if outcome.value is not None and is_best(outcome.value):
             state["best"] = outcome.value
-        return {config.objective: outcome.value}
+        return {config.objective: outcome.value, EPOCHS_METRIC: float(sum(trained))}
 
     tuner = make_tuner(ctx, trial_fn)
     previous = _best(tuner.oracle)
@@ -133,12 +181,13 @@ def run(ctx: SearchContext) -> None:
         state["best"] = previous[0]
     ctx.progress.set_best(previous)
     done = len(tuner.oracle.trials)
-    if done >= config.trials:
-        print(f"study {config.study_name} already has {done} KerasTuner trials (>= {config.trials}); nothing to run",
+    budget.trials, budget.epochs = done, _spent_epochs(tuner.oracle)
+    if budget.exhausted():
+        print(f"study {config.study_name} already has {done} KerasTuner trials ({budget.describe()}); nothing to run",
               flush=True)
         return
     if done:
-        print(f"resuming KerasTuner study {config.study_name}: {done} of {config.trials} trials already ran", flush=True)
+        print(f"resuming KerasTuner study {config.study_name}: {budget.describe()} already", flush=True)
     try:
         tuner.search(verbose=config.verbose)
     except _Abort as exc:

@@ -1,8 +1,8 @@
-"""The Optuna engine: a seeded sampler, a pruner fed each epoch's validation value, resumable storage.
+"""The Optuna engine: a seeded sampler, a pruner fed each epoch's validation value, resumable storage
+(bench.search.engines.optuna_storage), a budget in trials, epochs or seconds.
 
 Several processes (or machines) may run this on one study at once; each stops when finished plus running
-trials reach the target. A trial whose process died is failed with the reason and re-queued (`retries`), and
-its MLflow run is ended FAILED, by whichever process notices first: at start-up, after each trial, and by the
+trials reach the target. Dead processes' trials are reaped at start-up, after each trial, and by the
 coordinator before it summarises.
 """
 
@@ -15,53 +15,23 @@ import warnings
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from bench import tracking
 from bench.search import warm_start, workers
+from bench.search.budget import EPOCHS_METRIC, Budget
 from bench.search.context import SearchContext
 from bench.tracking import dblock
 from bench.search.config import SearchConfig
 from bench.errors import BenchError, ConfigError
+from bench.search.engines.optuna_storage import REASON_ATTR, WORKER_ATTR, end_orphan_runs, make_storage, reap_dead_trials
 from bench.search.engines.strategies import PRUNERS, SAMPLERS
 from bench.search.space import suggest_optuna
 from bench.metrics import direction
 from bench.text import one_line
-from bench.training import OverBudget
-from bench.tracking import tags as tag
+from bench.training import OverCostCeiling
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-WORKER_ATTR, REASON_ATTR = "worker", "fail_reason"  # trial user attrs: who runs it, why it failed
-RETRIES = 1  # default for make_storage; a search passes config.retries
-# RDB storages: each trial's process writes a heartbeat (workers.heartbeat(): every 30 s, BENCH_HEARTBEAT_S); a
-# trial silent for 4x that is failed (and retried) by the next trial start or wait anywhere. Journal files have no
-# heartbeat in Optuna 5.0; there `reap_dead_trials` checks the recorded process instead (same host only).
 WAIT_POLL_S = 2.0
-
-
-class RetryDeadTrial:
-    """Re-queue a trial whose process died, with the same parameters, at most `max_retry` times in a row.
-
-    Optuna's `RetryHeartbeatStaleTrialCallback` does the same, but copies every user attribute; the dead
-    process's identity would make a retried trial look dead again before its new worker records itself.
-    The `failed_trial`/`retry_history` system attributes are Optuna's, so its helpers read them.
-    """
-
-    def __init__(self, max_retry: int) -> None:
-        self.max_retry = max_retry
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.max_retry:
-            return
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-            user_attrs={k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, REASON_ATTR, "mlflow_run_id")},
-            system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                          "retry_history": history},
-        ))
 
 
 class _NoTraceback(logging.Filter):
@@ -74,18 +44,6 @@ class _NoTraceback(logging.Filter):
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_NoTraceback())
-
-
-def make_storage(url: str, *, retries: int = RETRIES) -> optuna.storages.BaseStorage:
-    """A journal file (a path, or `journal:<path>`) by default; an RDB URL (sqlite, postgresql, mysql) otherwise,
-    with heartbeats. A fresh sqlite file is created under a file lock (two processes creating it at once crash)."""
-    if "://" in url:
-        with dblock.creating(url), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            interval, grace = workers.heartbeat()
-            return RDBStorage(dblock.with_driver(url), heartbeat_interval=interval, grace_period=grace,
-                              heartbeat_stale_trial_callback=RetryDeadTrial(retries) if retries else None)
-    return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
 
 
 def create_study(config: SearchConfig) -> optuna.Study:
@@ -117,54 +75,6 @@ def prepare(config: SearchConfig) -> None:
 
 def _retries(config: SearchConfig) -> int:
     return config.retries
-
-
-def reap_dead_trials(study: optuna.Study, *, retries: int = RETRIES) -> list[optuna.trial.FrozenTrial]:
-    """Fail the RUNNING trials whose process is gone (this host only) with the reason, and re-queue them.
-
-    Two processes may reap at once: the storage refuses the second update of a finished trial, so each dead
-    trial is failed and re-queued once.
-    """
-    storage, retry = study._storage, RetryDeadTrial(retries) if retries else None
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = trial.user_attrs.get(WORKER_ATTR)
-        if not workers.is_dead(who):
-            continue
-        reason = f"worker process {who['pid']} on {who['host']} died during the trial (killed or crashed)"
-        try:
-            storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        reaped.append(storage.get_trial(trial._trial_id))
-        print(f"trial {trial.number} FAIL: {reason}" + ("; retrying it" if retry else ""), flush=True)
-        if retry is not None:
-            retry(study, reaped[-1])
-    return reaped
-
-
-def end_orphan_runs(ctx: SearchContext, study: optuna.Study) -> int:
-    """End FAILED (with the reason) the study's MLflow child runs left RUNNING by a process that died:
-    those whose Optuna trial is no longer running. Returns how many were ended."""
-    running = tracking.running_children(ctx.client, ctx.experiment_id, ctx.config.study_name)
-    if not running:
-        return 0
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    ended = 0
-    for run in running:
-        trial = trials.get(int(run.data.tags.get(tag.TRIAL, -1)))
-        if trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
-            continue
-        reason = trial.user_attrs.get(REASON_ATTR) or (f"no heartbeat from its worker for over {workers.heartbeat()[1]} s "
-                                                        f"(process or machine died)")
-        tracking.log_batch(ctx.client, run.info.run_id, tags={tag.STATE: "FAIL",
-                                                              tag.REASON: reason})
-        ctx.client.set_terminated(run.info.run_id, "FAILED")
-        ended += 1
-    if ended:
-        print(f"ended {ended} MLflow trial run(s) left RUNNING by a dead worker as FAILED", flush=True)
-    return ended
 
 
 class _StopAfterFailures:
@@ -200,6 +110,23 @@ class _StopAtTarget:
         reap_dead_trials(study, retries=self.retries)
         if _claimed(study) >= self.target:
             study.stop()
+
+
+class _StopOnBudget:
+    """Stops the study once its budget (`bench.search.budget`) is spent; epochs are summed over every trial
+    of the study, whichever process ran it."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.budget.trials, self.budget.epochs = _claimed(study), _epochs(study)
+        if self.budget.exhausted():
+            study.stop()
+
+
+def _epochs(study: optuna.Study) -> int:
+    return sum(int(t.user_attrs.get(EPOCHS_METRIC, 0)) for t in study.get_trials(deepcopy=False))
 
 
 def _wait_for_others(study: optuna.Study, retries: int, *, target: int = 0, streak: int = 0,
@@ -275,8 +202,10 @@ def run(ctx: SearchContext) -> None:
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, me)  # lets a later process on this host see that this one died
         params = suggest_optuna(space, trial)
+        trained = [0]
 
         def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            trained[0] = epoch
             trial.report(row[config.objective], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
@@ -285,7 +214,7 @@ def run(ctx: SearchContext) -> None:
             outcome = runner.run(trial.number, params, on_epoch=on_epoch, prune_exceptions=(optuna.TrialPruned,))
         except optuna.TrialPruned:
             raise
-        except OverBudget as exc:  # the space's cost ceiling: pruned (the sampler ranks it last), not failed
+        except OverCostCeiling as exc:  # the space's cost ceiling: pruned (the sampler ranks it last), not failed
             trial.set_user_attr(REASON_ATTR, str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         except Exception as exc:
@@ -296,19 +225,22 @@ def run(ctx: SearchContext) -> None:
             raise
         finally:
             trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+            trial.set_user_attr(EPOCHS_METRIC, trained[0])
         return outcome.value
 
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
+    budget = _StopOnBudget(Budget.of(config, len(ctx.dataset.y_train), trials=_claimed(study), epochs=_epochs(study)))
     if config.workers != 1:  # only a coordinator gets here: worker processes or other machines run the trials
         print(f"study {config.study_name}: {done} of {config.trials} trials finished"
               + (f" by {config.workers} workers" if config.workers > 1 else ""), flush=True)
-    elif _claimed(study) < config.trials:
+    elif not budget.budget.exhausted():
         if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
-        _work(study, objective, config, [target, stopper], lambda: bool(fatal) or stopper.streak >= stopper.limit)
+        _work(study, objective, config, [target, budget, stopper],
+              lambda: bool(fatal) or stopper.streak >= stopper.limit or budget.budget.exhausted() is not None)
     else:
-        print(f"study {config.study_name}: {done} trials finished, {config.trials} asked for", flush=True)
+        print(f"study {config.study_name}: {done} trials finished, {budget.budget.describe()}", flush=True)
     if fatal:
         raise fatal[0]
     if stopper.streak >= stopper.limit:

@@ -33,7 +33,9 @@ PRUNERS: Registry[StrategySpec] = Registry("pruner", StrategySpec)
 def tpe(c: SearchConfig) -> BaseSampler:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, max(3, c.trials // 3)))
+    from bench.search.budget import startup_trials
+
+    return optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=startup_trials(c))
 
 
 @SAMPLERS.decorator("random")
