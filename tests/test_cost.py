@@ -76,7 +76,7 @@ def test_search_timeout_is_a_deadline_for_the_running_trial(tracking: Path, engi
     assert result.best is not None
 
 
-def test_an_over_budget_trial_is_pruned_with_its_reason(tracking: Path) -> None:
+def test_a_trial_over_the_cost_ceiling_is_pruned_with_its_reason(tracking: Path) -> None:
     space = tracking / "tiny_space.yaml"
     space.write_text("name: tiny\nfamily: scratch_cnn\nmax_mflops_per_image: 1\nparams:\n"
                      "  n_blocks: 2\n  filters_1: {type: categorical, choices: [8, 64], default: 8}\n  filters_2: 8\n"
@@ -84,5 +84,5 @@ def test_an_over_budget_trial_is_pruned_with_its_reason(tracking: Path) -> None:
     config = tiny_config(tracking, space=str(space), trials=4, register=False, sampler="random")
     result = search.run(config)
     states = {r.data.tags["hemabench.state"]: r for r in children(search.tracking.client(), result.parent_run_id)}
-    assert "over budget" in states["PRUNED"].data.tags["hemabench.reason"]  # filters_1=64 costs > 1 MFLOP at 32 px
+    assert "over the cost ceiling" in states["PRUNED"].data.tags["hemabench.reason"]  # filters_1=64 costs > 1 MFLOP at 32 px
     assert states["PRUNED"].data.metrics["mflops_per_image"] > 1 and "COMPLETE" in states

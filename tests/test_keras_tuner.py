@@ -35,7 +35,11 @@ def test_bayesian_oracle_runs_a_space_with_conditional_and_repeated_parameters(t
     result = search.run(tiny_config(tracking, engine="keras-tuner", tuner="bayesian", trials=3, epochs=1,
                                     register=False))
     runs = children(MlflowClient(), result.parent_run_id)
-    assert [r.data.tags["hemabench.state"] for r in runs] == ["COMPLETE"] * 3
+    assert len(runs) == 3
+    for run in runs:  # the space's cost ceiling may reject a heavy draw before training; nothing else may stop one
+        state = run.data.tags["hemabench.state"]
+        assert state == "COMPLETE" or (state == "PRUNED" and "max_mflops_per_image" in run.data.tags["hemabench.reason"])
+    assert any(r.data.tags["hemabench.state"] == "COMPLETE" for r in runs)
     for run in runs:  # only active parameters are logged: filters_i exists for i <= n_blocks
         blocks = int(run.data.params["n_blocks"])
         assert {f"filters_{i}" for i in range(1, 6)} & set(run.data.params) == {f"filters_{i}" for i in range(1, blocks + 1)}

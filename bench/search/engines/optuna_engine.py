@@ -237,8 +237,9 @@ def run(ctx: SearchContext) -> None:
     elif not budget.budget.exhausted():
         if done and coordinator:
             print(f"resuming study {config.study_name}: {done} of {config.trials} trials already finished", flush=True)
+        # `trials` is the target `_work` waits on (a dead worker's trial comes back); epochs and seconds just stop.
         _work(study, objective, config, [target, budget, stopper],
-              lambda: bool(fatal) or stopper.streak >= stopper.limit or budget.budget.exhausted() is not None)
+              lambda: bool(fatal) or stopper.streak >= stopper.limit or budget.budget.exhausted() in ("epochs", "seconds"))
     else:
         print(f"study {config.study_name}: {done} trials finished, {budget.budget.describe()}", flush=True)
     if fatal:
