@@ -32,6 +32,7 @@ def summarize(outcomes: list[Outcome], runs: pd.DataFrame, ds: Dataset, *, objec
     """One row per contender (in order) and the name of the validation winner ("" when nothing has a model)."""
     names = list(dict.fromkeys(o.name for o in outcomes))
     ok = {n: [o for o in outcomes if o.name == n and o.test_prob is not None] for n in names}
+    median = {n: _median_run(runs_of_n, objective) for n, runs_of_n in ok.items() if runs_of_n}
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         every = [o for o in outcomes if o.name == name]
@@ -42,8 +43,7 @@ def summarize(outcomes: list[Outcome], runs: pd.DataFrame, ds: Dataset, *, objec
         if not ok[name]:
             continue
         mine = runs[(runs["contender"] == name) & runs["test_accuracy"].notna()]
-        median = _median_run(ok[name], objective)
-        at_median = mine[mine["seed"] == median.seed].iloc[0]
+        at_median = mine[mine["seed"] == median[name].seed].iloc[0]
         for metric in TABLE_COLUMNS:
             spread = seed_interval(mine[f"test_{metric}"].to_numpy())
             row.update({f"test_{metric}": spread.value, f"test_{metric}_seed_low": spread.low,
@@ -51,14 +51,14 @@ def summarize(outcomes: list[Outcome], runs: pd.DataFrame, ds: Dataset, *, objec
                         f"test_{metric}_low": at_median[f"test_{metric}_low"],
                         f"test_{metric}_high": at_median[f"test_{metric}_high"]})
         row.update({k: float(mine[k].mean()) for k in ("val_value", "val_f1_macro", "val_test_gap_f1", "test_ece", *SPENT)})
-        row.update({"n_params": at_median["n_params"], "median_seed": median.seed})
+        row.update({"n_params": at_median["n_params"], "median_seed": median[name].seed})
     scored = [n for n in names if ok[n] and rows[n]["kind"] != "null"]
     if not scored:
         return pd.DataFrame(rows.values()), ""
     best = sorted(scored, key=lambda n: rows[n]["val_value"], reverse=not direction(objective).ascending)[0]
-    reference = _median_run(ok[best], objective).test_prob
-    for name in (n for n in names if ok[n]):
-        prob = _median_run(ok[name], objective).test_prob
+    reference = median[best].test_prob
+    for name in median:
+        prob = median[name].test_prob
         row = rows[name]
         if name == best:
             row["verdict"] = "winner (best mean validation objective)"

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from bench import paths
-from bench.metrics import Direction, direction
+from bench.metrics import direction
 from bench.search.context import SearchContext
-from bench.search.space import Param, Space
+from bench.search.space import Param, Space, defaults, load_space
 from bench.tracking import tags as tag
 
 NOT_PARAMS = {"epochs", "image_size", "family"}  # what a trial logs besides its parameters
@@ -61,11 +61,11 @@ def references(space: Space, folder: Path | None = None) -> list[tuple[str, dict
     """(name, values) of the reference setups of the space's family that the space can express."""
     out = []
     for path in sorted((folder or paths.SEARCH_SPACES_DIR / "reference").glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
-        if raw.get("family") == space.family:
-            values = fit_to_space(space, dict(raw.get("params") or {}))
+        reference = load_space(str(path))  # a reference is a space of fixed values, read as the benchmark reads it
+        if reference.family == space.family:
+            values = fit_to_space(space, defaults(reference))
             if values is not None:
-                out.append((str(raw.get("name", path.stem)), values))
+                out.append((reference.name, values))
     return out
 
 
@@ -83,7 +83,7 @@ def _typed(text: str) -> Any:
 def previous_best(ctx: SearchContext) -> tuple[str, dict[str, Any]] | None:
     """(label, values) of the best completed trial of another study on this dataset that the space can express."""
     objective = ctx.config.objective
-    order = "DESC" if direction(objective) is Direction.MAXIMIZE else "ASC"
+    order = "ASC" if direction(objective).ascending else "DESC"
     runs = ctx.client.search_runs(
         [ctx.experiment_id],
         tag.run_filter({tag.ROLE: tag.TRIAL_ROLE, tag.STATE: "COMPLETE",

@@ -32,13 +32,13 @@ class CostCeiling:
     def check_flops(self, mflops: float) -> None:
         if self.max_mflops_per_image is not None and mflops > self.max_mflops_per_image:
             raise OverCostCeiling(f"over the cost ceiling: {mflops:.0f} MFLOPs per image > max_mflops_per_image "
-                             f"{self.max_mflops_per_image:g}; rejected before training")
+                                  f"{self.max_mflops_per_image:g}; rejected before training")
 
     def check_epoch(self, seconds: float, *, estimated: bool) -> None:
         if self.max_seconds_per_epoch is not None and seconds > self.max_seconds_per_epoch:
             how = "estimated from its first batches" if estimated else "measured"
-            raise OverCostCeiling(f"over the cost ceiling: the first epoch takes {seconds:.0f} s ({how}) > max_seconds_per_epoch "
-                             f"{self.max_seconds_per_epoch:g}; stopped in the first epoch")
+            raise OverCostCeiling(f"over the cost ceiling: the first epoch takes {seconds:.0f} s ({how}) > "
+                                  f"max_seconds_per_epoch {self.max_seconds_per_epoch:g}; stopped in the first epoch")
 
 
 def _spatial(shape: tuple) -> int:

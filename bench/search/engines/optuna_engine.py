@@ -158,16 +158,15 @@ def _wait_for_others(study: optuna.Study, retries: int, *, target: int = 0, stre
 
 def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], config: SearchConfig,
           callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]], stopped: Callable[[], bool]) -> None:
-    """Run trials until the study has `config.trials` finished ones. Once the target is claimed, wait for the
-    trials running elsewhere before leaving: a dead worker's trial comes back (retried) and needs a live one."""
-    deadline = time.monotonic() + config.timeout if config.timeout else None
+    """Run trials until the study has `config.trials` finished ones, or `stopped()` (the budget's epochs or
+    seconds, too many failures). Once the target is claimed, wait for the trials running elsewhere before leaving:
+    a dead worker's trial comes back (retried) and needs a live one."""
     while True:
         if _claimed(study) < config.trials:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, timeout=deadline and max(1.0, deadline - time.monotonic()),
-                               callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
-        if stopped() or (deadline is not None and time.monotonic() >= deadline):
+                study.optimize(objective, callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
+        if stopped():
             return
         _wait_for_others(study, _retries(config))
         if _claimed(study) >= config.trials:  # nothing runs now: these are finished
