@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.search import list_engines
 from bench.search import study as search
-from bench.search.budget import EPOCHS_METRIC, Budget, startup_trials
+from bench.search.budget import EPOCHS_METRIC, UNLIMITED_TRIALS, Budget, startup_trials
 from bench.search.engines.keras_tuner_engine import WEIGHTS_FILE, project_dir
 from tests.conftest import children, tiny_config
 
@@ -24,15 +24,18 @@ def spent(result) -> tuple[int, int]:
 @pytest.mark.parametrize("engine", list_engines())
 @pytest.mark.parametrize("unit, limits, trials, epochs", [
     ("trials", {"trials": 2, "epochs": 1}, (2, 2), (2, 2)),
-    ("epochs", {"trials": 1000, "epochs": 2, "epoch_budget": 3}, (2, 2), (3, 4)),  # within one trial of the budget
-    ("seconds", {"trials": 1000, "epochs": 1, "timeout": 0.01}, (1, 1), (1, 1)),  # the first trial ends past it
+    ("epochs", {"trials": UNLIMITED_TRIALS, "epochs": 2, "epoch_budget": 3}, (2, 2), (3, 4)),  # within a trial of it
+    ("seconds", {"trials": UNLIMITED_TRIALS, "epochs": 1, "timeout": 0.01}, (1, 1), (1, 1)),  # the first trial ends past it
 ])
 def test_every_engine_stops_on_every_budget_unit(tracking: Path, engine: str, unit: str, limits: dict, trials: tuple,
-                                                 epochs: tuple) -> None:
+                                                 epochs: tuple, capsys: pytest.CaptureFixture) -> None:
     extra = {"tuner": "random"} if engine == "keras-tuner" else {"pruner": "none"}
     result = search.run(tiny_config(tracking, engine=engine, register=False, **limits, **extra))
     n, e = spent(result)
     assert trials[0] <= n <= trials[1] and epochs[0] <= e <= epochs[1], (unit, n, e)
+    last = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")][-1]
+    position = {"trials": f"[{n:>2}/2]", "epochs": f"[{n:>2} | {e}/3 epochs]", "seconds": f"[{n:>2} | 0:"}[unit]
+    assert last.startswith(position), last  # the progress line counts in the budget's unit
 
 
 def test_budget_names_the_first_unit_spent_and_reports_images_and_cpu() -> None:

@@ -9,7 +9,7 @@ from bench.benchmark.contenders import select
 from bench.errors import ConfigError
 from bench.metrics import OBJECTIVES
 from bench.search import ENGINES
-from bench.search.budget import UNITS as BUDGET_UNITS
+from bench.search.budget import UNITS as BUDGET_UNITS, UNLIMITED_TRIALS
 from bench.validation import Rules, at_least, check, make, message, one_of, satisfies
 
 BUDGET_RULE = "a whole number of epochs or trials >= 1, or seconds > 0 with budget_unit=seconds"
@@ -54,10 +54,9 @@ class BenchmarkConfig:
 
     def search_budget(self) -> dict[str, float]:
         """The SearchConfig fields that set a search contender's budget; the other units are unlimited."""
-        unlimited = 1_000_000
-        return {"epochs": {"epoch_budget": int(self.budget), "trials": unlimited},
+        return {"epochs": {"epoch_budget": int(self.budget), "trials": UNLIMITED_TRIALS},
                 "trials": {"trials": int(self.budget)},
-                "seconds": {"timeout": float(self.budget), "trials": unlimited}}[self.budget_unit]
+                "seconds": {"timeout": float(self.budget), "trials": UNLIMITED_TRIALS}}[self.budget_unit]
 
 
 RULES: Rules = (

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 UNITS = ("trials", "epochs", "seconds")
 EPOCHS_METRIC = "epochs_trained"  # per trial: epochs it actually trained (a pruned trial fewer than `epochs`)
+UNLIMITED_TRIALS = 1_000_000  # the trials limit of a study budgeted in epochs or seconds alone
 STARTUP_SHARE = 3  # TPE's random start-up trials: a third of what the budget affords (see `startup_trials`)
 
 
