@@ -75,6 +75,8 @@ def test_parent_run_holds_the_table_the_report_and_per_contender_metrics(finishe
     parent = parent_of(c, table)
     run = c.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.tags["hemabench.role"] == "benchmark"
+    splits = run.data.tags["hemabench.splits_fingerprint"]  # what every row was scored on, not just which files
+    assert splits and all(c.get_run(r).data.tags["hemabench.splits_fingerprint"] == splits for r in table["run_id"])
     artifacts = {a.path for a in c.list_artifacts(parent)}
     assert {"benchmark.md", "benchmark.csv", "benchmark_summary.csv", "benchmark_report.html", "search_race.csv"} <= artifacts
     md = [line for line in mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md").splitlines() if line.startswith("|")]

@@ -116,7 +116,8 @@ def _run_null(bench: Bench, contender: Contender, seed: int) -> Outcome:
 
     run_id = tracking.start_child(bench.client, bench.experiment_id, bench.parent_run_id, name=contender.name,
                                   tags={tag.ROLE: tag.CONTENDER_ROLE, tag.CONTENDER: contender.name,
-                                        tag.KIND: contender.kind})
+                                        tag.KIND: contender.kind,
+                                        tag.SPLITS_FINGERPRINT: bench.dataset.splits_fingerprint})
     val = classification_metrics(ds.y_val, proba(len(ds.y_val)), ds.class_names, prefix="val", per_class=False)
     tracking.log_batch(bench.client, run_id, metrics=val, params={"strategy": "prior"})
     bench.client.set_terminated(run_id, "FINISHED")
@@ -129,7 +130,7 @@ def _run_reference(bench: Bench, contender: Contender, seed: int) -> Outcome:
     cfg = bench.search_config(contender, seed, trials=1)
     tags = {tag.STUDY: cfg.study_name, tag.ENGINE: "reference", tag.SPACE: space.name,
             tag.DATA: bench.dataset.name, tag.DATASET_FINGERPRINT: bench.dataset.fingerprint,
-            tag.ROLE: tag.CONTENDER_ROLE, tag.CONTENDER: contender.name, tag.KIND: contender.kind}
+            tag.SPLITS_FINGERPRINT: bench.dataset.splits_fingerprint, tag.ROLE: tag.CONTENDER_ROLE, tag.CONTENDER: contender.name, tag.KIND: contender.kind}
     runner = TrialRunner(cfg, bench.dataset, space, bench.client, bench.experiment_id, bench.parent_run_id,
                          is_best=lambda value: True, tags=tags)
     outcome = runner.run(0, defaults(space))  # pretrained weights travel in cfg.weights, as in a search
@@ -221,7 +222,7 @@ def run(config: BenchmarkConfig) -> Result:
     experiment_id = tracking.experiment_id_for(c, config.experiment)
     parent = tracking.start_parent(c, experiment_id, name="benchmark", resume_run_id=None, tags={
         tag.ROLE: tag.BENCHMARK_ROLE, tag.DATA: dataset.name, tag.DATASET_FINGERPRINT: dataset.fingerprint,
-        tag.GIT_COMMIT: tracking.git_commit(),
+        tag.SPLITS_FINGERPRINT: dataset.splits_fingerprint, tag.GIT_COMMIT: tracking.git_commit(),
         tag.NOTE: f"Benchmark of {len(chosen)} contenders on {dataset.name} at {config.image_size}px: "
                   f"{config.budget:g} {config.budget_unit} per search, {config.epochs} epochs per fit, "
                   f"{config.repeats} seeds."})

@@ -82,6 +82,7 @@ def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
         tag.SPACE: space.name,
         tag.DATA: dataset.name,
         tag.DATASET_FINGERPRINT: dataset.fingerprint,
+        tag.SPLITS_FINGERPRINT: dataset.splits_fingerprint,
         tag.OBJECTIVE: config.objective,
         tag.GIT_COMMIT: tracking.git_commit(),
     }
