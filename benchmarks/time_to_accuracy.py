@@ -1,0 +1,95 @@
+"""Time to accuracy: what a search's champion scores on the test split after 10, 30 and 60 minutes.
+
+Runs one study with a deadline (`--minutes`' largest value), then, for each checkpoint, takes the trial that was
+best on VALIDATION among those finished by then (the champion a user would have had, had they stopped there),
+loads its logged model and scores it on the test split with class- (and group-) stratified 95 % bootstrap
+intervals. Test decides nothing: it is read once per checkpoint, after the search. Prints one Markdown row per
+checkpoint, with the command, date and machine.
+
+    python benchmarks/time_to_accuracy.py --data datasets/blood_cells_kaggle.yaml --space mobilenet_v2 \\
+        --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --minutes 10,30,60
+
+Tracking goes to `MLFLOW_TRACKING_URI` (default: sqlite under `--workdir`), so the study can be opened in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--space", default="scratch_cnn")
+    parser.add_argument("--minutes", default="10,30,60", help="checkpoints; the largest is the search's deadline")
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--image-size", default="")
+    parser.add_argument("--epochs", default="10")
+    parser.add_argument("--seed", default="0")
+    parser.add_argument("--workdir", default="time_to_accuracy")
+    parser.add_argument("--experiment", default="time-to-accuracy")
+    args = parser.parse_args(argv)
+    checkpoints = sorted(float(m) for m in args.minutes.split(","))
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+    from bench.data import load_dataset
+    from bench.metrics import bootstrap_intervals
+    from bench.search import make_config
+    from bench.search import study as search
+    from bench.search.budget import UNLIMITED_TRIALS
+    from bench.search.finish import load_keras_model
+    from bench.training import predict_proba
+
+    values = dict(data=args.data, space=args.space, trials=UNLIMITED_TRIALS, timeout=checkpoints[-1] * 60,
+                  epochs=args.epochs, weights=args.weights, seed=args.seed, experiment=args.experiment,
+                  register="false", storage=str(work / "optuna.journal"),
+                  study=f"tta-{args.space}-{dt.datetime.now():%Y%m%d%H%M%S}")
+    if args.image_size:
+        values["image_size"] = args.image_size
+    config = make_config(**values)
+    result = search.run(config)
+    dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
+
+    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+                              search_all_experiments=True)
+    start = pd.to_datetime(mlflow.get_run(result.parent_run_id).info.start_time, unit="ms", utc=True)
+    runs = runs[runs["tags.hemabench.state"] == "COMPLETE"]
+    objective = f"metrics.{config.objective}"
+    rows = []
+    for minutes in checkpoints:
+        done = runs[runs["end_time"] <= start + pd.Timedelta(minutes=minutes)]
+        with_model = done[done["tags.hemabench.model_uri"].fillna("") != ""] if len(done) else done
+        if with_model.empty:
+            rows.append(f"| {minutes:g} | – | {len(done)} | – | – | – | – |")
+            continue
+        best = with_model.sort_values(objective, ascending=False).iloc[0]
+        prob = predict_proba(load_keras_model(best["tags.hemabench.model_uri"]), dataset.x_test)
+        ci = bootstrap_intervals(dataset.y_test, prob, groups=dataset.groups_test, n_resamples=1000)
+        acc, f1 = ci["accuracy"], ci["f1_macro"]
+        val = float(best[objective])
+        rows.append(f"| {minutes:g} | {best['tags.hemabench.trial']} | {len(done)} | {val:.3f} | "
+                    f"{acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] | {f1.value:.3f} [{f1.low:.3f}, {f1.high:.3f}] | "
+                    f"{val - f1.value:+.3f} |")
+    print(f"\n{args.space} on {dataset.name} ({config.image_size} px), {dt.date.today()}, "
+          f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}), command: python "
+          f"{' '.join([sys.argv[0], *(argv or sys.argv[1:])])}")
+    print("| Minutes | Champion trial | Trials complete | Val F1 | Test accuracy [95 % CI] | Test F1 (macro) [95 % CI] "
+          "| Val − test F1 |\n|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
