@@ -36,7 +36,7 @@ def _search(ns: argparse.Namespace) -> int:
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["inspect"], help="inspect: class counts per split, sizes, groups, duplicates, leakage")
     p.add_argument("--data", default="synthetic")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None, help="default: the dataset card's image_size, else 64")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -3,6 +3,15 @@ cached features gives the same model as training on pixels."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,6 +27,11 @@ from bench.training import fit_and_score, predict_proba, start_trial
 @pytest.fixture(scope="module")
 def tiny():
     return load_dataset("synthetic?n_per_class=8", image_size=32, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path, monkeypatch) -> None:  # the disk tier writes under it
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def backbone_params(name: str = "mobilenet_v2", **overrides) -> dict:
@@ -101,3 +115,106 @@ def test_the_process_cache_is_used_by_fit_and_score(tiny) -> None:
         start_trial(0)
         fit_and_score(params, tiny, family="backbone", epochs=1, seed=0)
     assert (features.CACHE.misses, features.CACHE.hits) == (1, 1)
+
+
+# --- the disk tier ---
+
+CACHE_SCRIPT = """
+import json
+import keras
+from keras import layers
+from bench.data import load_dataset
+from bench.training import features
+
+dataset = load_dataset("synthetic?n_per_class=8", image_size=32, seed=0)
+model = keras.Sequential([
+    keras.Input((32, 32, 3)),
+    layers.Conv2D(8, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=0), trainable=False),
+    layers.GlobalAveragePooling2D(),
+    layers.Dense(8, activation="softmax"),
+])
+found = features.route(model, dataset)
+print(json.dumps({"source": found.source, "key": found.key, "disk_hits": features.DISK.hits,
+                  "disk_misses": features.DISK.misses, "disk_writes": features.DISK.writes,
+                  "train_sum": float(found.x_train.sum())}))
+"""
+
+
+def run_cache_script(cache_dir: Path) -> dict:
+    """One fresh Python process that routes a small frozen-conv model through the feature cache."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BENCH_CACHE_DIR": str(cache_dir), "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_later_process_reads_the_features_from_disk_instead_of_computing_them(tmp_path) -> None:
+    first = run_cache_script(tmp_path / "cache")
+    assert (first["source"], first["disk_misses"], first["disk_writes"]) == ("computed", 1, 1)
+    second = run_cache_script(tmp_path / "cache")
+    assert (second["source"], second["disk_hits"], second["disk_misses"]) == ("disk", 1, 0)
+    assert (second["key"], second["train_sum"]) == (first["key"], first["train_sum"])
+    assert [p.name for p in (tmp_path / "cache" / "features").glob("*.npz")] == [f"{first['key']}.npz"]
+
+
+def test_workers_that_want_the_same_features_at_once_compute_them_once(tmp_path) -> None:
+    computed, started = [], threading.Event()
+
+    def slow(value: float):
+        def compute():
+            computed.append(value)
+            started.set()
+            time.sleep(0.5)  # the other worker arrives while this one computes (if it has not already)
+            return _compute(value)()
+        return compute
+
+    results = {}
+
+    def worker(name: str, value: float) -> None:  # each its own cache object, as in another process
+        results[name] = features.DiskFeatureCache(2**20, folder=tmp_path).fetch("k", (10, 2), slow(value))
+
+    first = threading.Thread(target=worker, args=("first", 1.0))
+    first.start()
+    started.wait(30)
+    second = threading.Thread(target=worker, args=("second", 2.0))
+    second.start()
+    first.join(30), second.join(30)
+    assert computed == [1.0] and results["second"][1] and results["second"][0][0][0, 0] == 1.0
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def _compute(value: float, rows: int = 10):
+    return lambda: (np.full((rows, 25), value, np.float32), np.full((2, 25), value, np.float32))  # 1,200 bytes
+
+
+def test_disk_tier_evicts_the_least_recently_used_files_beyond_its_byte_budget(tmp_path) -> None:
+    disk = features.DiskFeatureCache(max_bytes=2**20, folder=tmp_path)
+    for age, key in enumerate(["a", "b"]):
+        disk.fetch(key, (10, 2), _compute(age))
+        disk.max_bytes = int(2.5 * (tmp_path / "a.npz").stat().st_size)  # room for two files, not three
+        os.utime(tmp_path / f"{key}.npz", (1e9 + age, 1e9 + age))  # b is newer than a
+    (_, _), from_disk = disk.fetch("a", (10, 2), _compute(-1))  # reading a renews it
+    assert from_disk
+    disk.fetch("c", (10, 2), _compute(2))
+    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["a", "c"]
+    assert (disk.hits, disk.misses, disk.writes) == (1, 3, 3)
+
+
+def test_disk_tier_recomputes_a_damaged_or_mismatched_file(tmp_path) -> None:
+    disk = features.DiskFeatureCache(max_bytes=2**20, folder=tmp_path)
+    (tmp_path / "k.npz").write_bytes(b"PK\x03\x04 half a file")
+    (train, _), from_disk = disk.fetch("k", (10, 2), _compute(1.0))
+    assert not from_disk and train[0, 0] == 1.0
+    (train, _), from_disk = disk.fetch("k", (11, 2), _compute(2.0, rows=11))  # other row counts: not these features
+    assert not from_disk and train.shape == (11, 25)
+    off = features.DiskFeatureCache(max_bytes=0, folder=tmp_path / "off")
+    assert not off.fetch("k", (10, 2), _compute(1.0))[1] and not (tmp_path / "off").exists()
+
+
+def test_the_key_covers_the_split_assignment(tiny) -> None:
+    prefix, _ = split(model_for(backbone_params(freeze_fraction=1.0)))
+    moved = replace(tiny, splits_fingerprint="another assignment")
+    assert features.prefix_key(prefix, moved) != features.prefix_key(prefix, tiny)

@@ -116,7 +116,7 @@ def report(loaded: Loaded, *, sheet: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def inspect(data: str, *, image_size: int = 64, seed: int = 0, sheet: str | Path | None = None) -> str:
+def inspect(data: str, *, image_size: int | None = None, seed: int = 0, sheet: str | Path | None = None) -> str:
     """The report `python -m bench data inspect --data …` prints. The near-duplicate thumbnail sheet goes
     to `sheet`, by default `<cache>/inspect/near_duplicates-<fingerprint>.png`."""
     loaded = load(data, image_size=image_size, seed=seed)

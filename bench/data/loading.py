@@ -26,12 +26,19 @@ from bench.errors import DataError
 from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RESIZE_MODES
 from bench.validation import Rules, between, check, satisfies
 from bench.data.layouts import Source, content_fingerprint, detect_layout
+from bench.data.layouts.cards import card_image_size
 from bench.data.types import Dataset, Loaded
 from bench.data.splits import SPLITS, assign_splits, check_trainable, effective_groups, group_leaks
 
 log = logging.getLogger("bench.data.loading")
 SKIPPED_COLUMNS = ["file", "reason"]
 SPLIT_COLUMNS = ["file", "class", "group", "split"]
+DEFAULT_IMAGE_SIZE = 64  # when neither the caller nor the dataset card names one
+
+
+def default_image_size(data: str) -> int:
+    """The side `data` loads at when the caller names none: its dataset card's `image_size`, else 64."""
+    return card_image_size(dups.data_option(data)[0]) or DEFAULT_IMAGE_SIZE
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -101,12 +108,13 @@ def cross_class_duplicates(table: pd.DataFrame) -> pd.DataFrame:
     return table[classes > 1].sort_values(["sha1", "class"])
 
 
-def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
+def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
          test_fraction: float = 0.2, resize_mode: str | None = None, near_duplicates: bool | None = None) -> Loaded:
     """`load_dataset` with the per-image details that `inspect` reports."""
-    check(ARGUMENT_RULES, {"image_size": image_size, "resize_mode": resize_mode})
     name = data
     data, option = dups.data_option(data)
+    image_size = default_image_size(data) if image_size is None else image_size
+    check(ARGUMENT_RULES, {"image_size": image_size, "resize_mode": resize_mode})
     layout = detect_layout(data)
     source = layout.load(data, image_size=image_size, seed=seed, options=None)
     mode = resize_mode or source.resize_mode
@@ -162,9 +170,10 @@ def load(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float 
     return Loaded(dataset, table, source.layout, source.notes, rule, from_cache)
 
 
-def load_dataset(data: str, *, image_size: int = 64, seed: int = 0, val_fraction: float = 0.2,
+def load_dataset(data: str, *, image_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
                  test_fraction: float = 0.2, resize_mode: str | None = None,
                  near_duplicates: bool | None = None) -> Dataset:
-    """Load, decode (cached), split and check a dataset; see the module docstring for `data`."""
+    """Load, decode (cached), split and check a dataset; see the module docstring for `data`. `image_size`
+    None means the dataset card's `image_size`, else 64."""
     return load(data, image_size=image_size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                 resize_mode=resize_mode, near_duplicates=near_duplicates).dataset

@@ -20,7 +20,7 @@ class SearchConfig:
     timeout: float = 0.0  # seconds for the whole search; 0 = no limit
     epoch_budget: int = 0  # training epochs summed over all trials, pruned ones included; 0 = no limit (bench.search.budget)
     epochs: int = 10
-    image_size: int = 64
+    image_size: int = 0  # 0 = the dataset card's image_size, else 64 (bench.data.loading.default_image_size)
     seed: int = 0
     experiment: str = "hemabench"
     registered_model: str = "bloodcell-classifier"
@@ -42,6 +42,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check(_rules(), self)
+        if self.image_size == 0:  # after the checks: a bad parameter answers before the data stack loads
+            from bench.data.loading import default_image_size
+            object.__setattr__(self, "image_size", default_image_size(self.data))
 
     @property
     def study_name(self) -> str:
@@ -61,6 +64,9 @@ class SearchConfig:
         return str(beside / "optuna.journal")
 
 
+_SIZE = between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+
+
 def _rules() -> Rules:
     engine_options = [(name, one_of(values)) for spec in ENGINES.specs() for name, values in spec.options.items()]
     return (
@@ -68,7 +74,7 @@ def _rules() -> Rules:
         ("timeout", satisfies(lambda v: isinstance(v, (int, float)) and v >= 0, "a number of seconds >= 0 (0 means no limit)")),
         ("epoch_budget", at_least(0)),
         ("epochs", at_least(1)),
-        ("image_size", between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)),
+        ("image_size", satisfies(lambda v: v == 0 or _SIZE.test(v), f"0 (the dataset's) or {_SIZE.rule}")),
         ("engine", one_of(ENGINES.names())),
         *engine_options,
         ("objective", one_of(OBJECTIVES)),

@@ -13,21 +13,23 @@ import yaml
 
 from bench import paths
 from bench.errors import DataError
-from bench.images import RESIZE_MODES
-from bench.validation import Rules, check, one_of, satisfies
+from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RESIZE_MODES
+from bench.validation import Rules, between, check, one_of, satisfies
 from bench.data.layouts.base import Source, get_layout, register_layout
 
 DIRECTORY_LAYOUTS = ("split_folders", "class_folders", "filename_labels")
 GROUP_LEAK_POLICIES = ("drop", "keep", "error")
 CARD_KEYS = {
     "name": str, "description": str, "source": str, "license": str, "root": str, "layout": str,
-    "splits": dict, "classes": dict, "groups": dict, "labels": dict, "resize_mode": str,
+    "splits": dict, "classes": dict, "groups": dict, "labels": dict, "resize_mode": str, "image_size": int,
     "group_leak": str, "label_pattern": str, "group_pattern": str, "near_duplicates": bool,
 }
-CARD_DEFAULTS = {"resize_mode": "pad", "group_leak": "drop"}
+CARD_DEFAULTS = {"resize_mode": "pad", "group_leak": "drop", "image_size": None}  # None: the caller's default
+_SIZE = between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 CARD_RULES: Rules = (
     ("layout", one_of(DIRECTORY_LAYOUTS)),
     ("resize_mode", one_of(RESIZE_MODES)),
+    ("image_size", satisfies(lambda v: v is None or _SIZE.test(v), _SIZE.rule)),
     ("group_leak", one_of(GROUP_LEAK_POLICIES)),
 )
 CSV_KEYS = {"groups": ("csv", "file_column", "group_column"), "labels": ("csv", "file_column", "class_column")}
@@ -70,6 +72,13 @@ def read_card(path: Path) -> dict:
         if missing:
             raise DataError(f"dataset card {path}: {key} needs {', '.join(required)}; missing {', '.join(missing)}")
     return card
+
+
+def card_image_size(data: str) -> int | None:
+    """The image size the card `data` names (its `image_size` key), or None when `data` is no card or sets none.
+    The caller's explicit size wins over it."""
+    path = card_path(data)
+    return None if path is None else read_card(path).get("image_size")
 
 
 def resolve_root(card: dict, path: Path) -> Path:

@@ -1,0 +1,78 @@
+"""Which geometry suits the Kaggle blood-cells fields: resize mode (pad / crop / stretch) and image size, measured.
+
+The Kaggle images are 320x240 microscope fields with the white cell near the middle. `pad` keeps the whole field
+(letterboxed to a square), `crop` keeps the centre square (240x240) and `stretch` squeezes the field; each is then
+resized to the side. Every row trains the same model (the scratch space's default CNN, augmentation off) with the
+same seed and epochs through the project's `fit_and_score`, on a subset of the train split (a seeded `--fraction`
+of its source groups), and scores it on the validation split that `load_dataset` carves from train by source
+group, subset the same way. The official test split is never read.
+
+    nice .venv/bin/python benchmarks/geometry_kaggle.py [--fraction 0.3] [--epochs 5] [--seeds 0]
+        [--rows pad:64,stretch:64,crop:64,pad:96,crop:96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def group_subset(dataset, fraction: float, seed: int):
+    """`dataset` with only a seeded `fraction` of the groups of its train and validation splits (test emptied)."""
+    splits = dataset.splits
+    groups = np.array(sorted(set(splits.loc[splits.split.isin(["train", "val"]), "group"])))
+    chosen = set(np.random.default_rng(seed).permutation(groups)[: max(2, round(fraction * len(groups)))])
+    keep = {part: splits.loc[splits.split == part, "group"].isin(chosen).to_numpy() for part in ("train", "val")}
+    return replace(dataset, x_train=dataset.x_train[keep["train"]], y_train=dataset.y_train[keep["train"]],
+                   x_val=dataset.x_val[keep["val"]], y_val=dataset.y_val[keep["val"]],
+                   x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], groups_test=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="blood_cells_kaggle")
+    parser.add_argument("--fraction", type=float, default=0.3, help="of the train split's source groups")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--rows", default="pad:64,stretch:64,crop:64,pad:96,crop:96", help="mode:size,...")
+    args = parser.parse_args()
+
+    from bench.data import load_dataset
+    from bench.search.space import defaults, load_space
+    from bench.training import fit_and_score, start_trial
+
+    params = {**defaults(load_space("scratch_cnn")), "augment": False}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"{args.data}, {args.fraction:.0%} of the train split's groups, scratch_cnn defaults, {args.epochs} epochs, "
+          f"seeds {seeds}; validation carved from train by group; best epoch's validation score\n")
+    print("| geometry | train / val images | val F1 macro | val accuracy | s per run |\n|---|---:|---:|---:|---:|")
+    for row in args.rows.split(","):
+        mode, size = row.split(":")
+        dataset = group_subset(load_dataset(args.data, image_size=int(size), resize_mode=mode, seed=0), args.fraction, 0)
+        f1, accuracy, seconds = [], [], []
+        for seed in seeds:
+            start_trial(seed)
+            started = time.perf_counter()
+            fit = fit_and_score(params, dataset, family="scratch_cnn", epochs=args.epochs, seed=seed)
+            seconds.append(time.perf_counter() - started)
+            best = fit.history[fit.best_epoch - 1]  # 1-based
+            f1.append(best["val_f1_macro"])
+            accuracy.append(best["val_accuracy"])
+        spread = lambda values: f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+        print(f"| {mode} {size} px | {len(dataset.y_train):,} / {len(dataset.y_val):,} | {spread(f1)} | "
+              f"{spread(accuracy)} | {np.mean(seconds):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
