@@ -1,5 +1,5 @@
 """Resume after SIGKILL: the same command finishes the requested trials; the killed trial is FAIL in Optuna,
-retried with its parameters, and its MLflow run ends FAILED with the reason, not RUNNING."""
+retried with its parameters, and its MLflow run ends KILLED with the reason, not RUNNING."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_a_search_killed_mid_trial_resumes_to_the_requested_count_without_runnin
     runs = searchproc.trial_runs(c, "resume")
     assert [int(r.data.tags["hemabench.trial"]) for r in runs] == [t.number for t in study.trials]
     killed = c.get_run(killed_run)
-    assert killed.info.status == "FAILED" and killed.data.tags["hemabench.state"] == "FAIL"
+    assert killed.info.status == "KILLED" and killed.data.tags["hemabench.state"] == "FAIL"
     assert "died during the trial" in killed.data.tags["hemabench.reason"]
     assert [r.info.status for r in runs].count("FINISHED") == 3 and "RUNNING" not in {r.info.status for r in runs}
     (parent,) = searchproc.parents(c, "resume")

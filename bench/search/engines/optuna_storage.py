@@ -1,6 +1,6 @@
 """Optuna storage and the trials of dead processes: the storage a study lives in (a journal file or an RDB with
 heartbeats), and how a trial whose process died is failed with the reason, re-queued (`retries`), and its MLflow run
-ended FAILED, by whichever process notices first.
+ended KILLED with the reason, by whichever process notices first.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def reap_dead_trials(study: optuna.Study, *, retries: int = RETRIES) -> list[opt
 
 
 def end_orphan_runs(ctx: SearchContext, study: optuna.Study) -> int:
-    """End FAILED (with the reason) the study's MLflow child runs left RUNNING by a process that died:
+    """End KILLED (with the reason) the study's MLflow child runs left RUNNING by a process that died:
     those whose Optuna trial is no longer running. Returns how many were ended."""
     running = tracking.running_children(ctx.client, ctx.experiment_id, ctx.config.study_name)
     if not running:
@@ -101,8 +101,8 @@ def end_orphan_runs(ctx: SearchContext, study: optuna.Study) -> int:
                                                         f"(process or machine died)")
         tracking.log_batch(ctx.client, run.info.run_id, tags={tag.STATE: "FAIL",
                                                               tag.REASON: reason})
-        ctx.client.set_terminated(run.info.run_id, "FAILED")
+        ctx.client.set_terminated(run.info.run_id, "KILLED")
         ended += 1
     if ended:
-        print(f"ended {ended} MLflow trial run(s) left RUNNING by a dead worker as FAILED", flush=True)
+        print(f"ended {ended} MLflow trial run(s) left RUNNING by a dead worker as KILLED", flush=True)
     return ended
