@@ -312,7 +312,7 @@ RULES: Rules = (
 
 
 def generate(n_per_class: int = 200, image_size: int = 64, *, seed: int = 0,
-             difficulty: float = 0.5) -> tuple[np.ndarray, np.ndarray, list[str]]:
+             difficulty: float = 0.8) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """images uint8 (N, image_size, image_size, 3), labels int64 (N,), class names; N = 8*n_per_class, ordered by class then index."""
     values = {"n_per_class": n_per_class, "image_size": image_size, "seed": seed, "difficulty": difficulty}
     check(RULES, {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}, error=DataError)
