@@ -100,4 +100,4 @@ def test_logistic_regression_on_raw_pixels_is_not_enough(small_set):
     block = size // 8
     pixels = images.reshape(n, 8, block, 8, block, 3).mean(axis=(2, 4)).reshape(n, -1)
     score = _split_score(pixels, labels, make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
-    assert score < 0.75  # a small CNN reaches > 0.9 on the default set (see bench/synthetic.py)
+    assert score < 0.75  # a small CNN reaches > 0.9 at difficulty 0.5 (see bench/data/synthetic.py)
