@@ -11,8 +11,8 @@ import yaml
 from bench import paths
 from bench.search import study as search
 from bench.search.engines.optuna_storage import make_storage
-from bench.search.space import load_space
-from bench.search.warm_start import fit_to_space, references
+from bench.search.space import defaults, load_space
+from bench.search.warm_start import fit_to_space, references, searched
 from tests.conftest import children, tiny_config
 
 
@@ -39,6 +39,8 @@ def test_a_new_study_starts_with_the_references_then_with_an_earlier_studys_best
     runs = children(c, first.parent_run_id)
     expected = fit_to_space(load_space("scratch_cnn"), _reference("keras_sequential_cnn"))
     assert {k: runs[0].data.params[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+    own = searched(load_space("scratch_cnn"), defaults(load_space("scratch_cnn")))  # then the space's own defaults
+    assert {k: runs[1].data.params[k] for k in own} == {k: str(v) for k, v in own.items()}
 
     config = tiny_config(tracking, trials=1, register=False, study="second")
     second = search.run(config)
