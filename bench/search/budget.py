@@ -29,6 +29,15 @@ def limits(config: SearchConfig) -> dict[str, float]:
     return {"trials": config.trials, "epochs": config.epoch_budget, "seconds": config.timeout}
 
 
+def budget_words(config: SearchConfig) -> str:
+    """The budget as the study line says it: `10 trials of 10 epochs`, `trials of 3 epochs, 40 epochs in all`,
+    `trials of 10 epochs, deadline 1800 s`."""
+    trials = f"{config.trials} trials" if config.trials < UNLIMITED_TRIALS else "trials"
+    limits = [f"{config.epoch_budget} epochs in all" if config.epoch_budget else "",
+              f"deadline {config.timeout:g} s" if config.timeout else ""]
+    return ", ".join([f"{trials} of {config.epochs} epoch{'s' if config.epochs != 1 else ''}", *filter(None, limits)])
+
+
 def affordable_trials(config: SearchConfig) -> int:
     """How many full-length trials the budget pays for (pruned trials make room for more)."""
     trials = config.trials

@@ -16,6 +16,7 @@ from bench import paths
 from bench import tracking
 from bench.data import Dataset, load_dataset
 from bench.search import finish, workers
+from bench.search.budget import budget_words
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
 from bench.search.engines import ENGINES
@@ -90,8 +91,8 @@ def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
         **tags, tag.ROLE: tag.PARENT,
         tag.NOTE: f"{config.engine} study `{config.study_name}`: space {space.name} on "
                   f"{dataset.name} at {config.image_size}px, objective {config.objective}."})
-    print(f"study {config.study_name}: engine {config.engine}, space {space.name}, {config.trials} trials x "
-          f"{config.epochs} epochs, objective {config.objective}; MLflow run {parent} "
+    print(f"study {config.study_name}: engine {config.engine}, space {space.name}, {budget_words(config)}, "
+          f"objective {config.objective}; MLflow run {parent} "
           f"(experiment {experiment_id}, {paths.tracking_uri()})", flush=True)
     ctx = SearchContext(config, dataset, space, c, experiment_id, parent, Progress(config), tags)
     if worker_of:  # trials only: the coordinator owns the parent run, the summary and the registry
