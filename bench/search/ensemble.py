@@ -88,7 +88,7 @@ def greedy_selection(probs: list[np.ndarray], score: Callable[[np.ndarray], floa
     """How many times each model is in the selected bag (Caruana et al. 2004, with replacement): each round adds
     the model that makes the bag's mean probabilities score best (the first on a tie: list the best model
     first); the bag of the best-scoring round is returned, the smallest on a tie."""
-    counts, total = [0] * len(probs), np.zeros_like(probs[0], dtype=np.float64)
+    counts, total = [0] * len(probs), np.zeros_like(probs[0])
     best_counts, best_score = counts, -np.inf
     for size in range(1, rounds + 1):
         scores = [score((total + p) / size) for p in probs]
@@ -115,6 +115,33 @@ def candidates(complete: pd.DataFrame, size: int) -> pd.DataFrame:
     return complete[complete["model_uri"] != ""].head(size)
 
 
+@dataclass
+class Selection:
+    """A selected bag: the kept models' indexes (best model = 0) and weights, and what they score."""
+
+    keep: list[int]
+    weights: list[float]
+    val_prob: np.ndarray
+    test_prob: np.ndarray
+    value: float  # the bag's validation objective
+    single_value: float  # model 0's, without TTA
+
+
+def select(models: list[keras.Model], ds: Dataset, objective: str, tta: str) -> Selection:
+    """Greedy selection over `models` (best first) on validation probabilities under TTA `tta`; the bag's
+    validation and test probabilities, and model 0's validation objective without TTA."""
+    val = [predict(m, ds.x_val, tta) for m in models]
+    score = scorer(objective, ds.y_val)
+    counts = greedy_selection(val, score) if len(models) > 1 else [1]
+    keep = [i for i, count in enumerate(counts) if count]
+    weights = [counts[i] / sum(counts) for i in keep]
+    val_prob = sum(w * val[i] for i, w in zip(keep, weights))
+    test_prob = sum(w * predict(models[i], ds.x_test, tta) for i, w in zip(keep, weights))
+    sign = 1.0 if direction(objective).better(1.0, 0.0) else -1.0
+    single = val[0] if tta == "none" else predict(models[0], ds.x_val)
+    return Selection(keep, weights, val_prob, test_prob, sign * score(val_prob), sign * score(single))
+
+
 def final_fit(ctx: SearchContext, complete: pd.DataFrame, best_model: keras.Model) -> FinalFit | None:
     """Select, evaluate and log the study's final fit (see the module); None when neither `ensemble` nor `tta`
     is on. `complete`: the board's COMPLETE trials, best first; `best_model`: the first one's model, loaded."""
@@ -123,26 +150,17 @@ def final_fit(ctx: SearchContext, complete: pd.DataFrame, best_model: keras.Mode
         return None
     rows = candidates(complete, TOP if config.ensemble else 1)
     models = [best_model] + [load_keras_model(uri) for uri in rows["model_uri"].iloc[1:]]
-    val = [predict(m, ds.x_val, config.tta) for m in models]
-    score = scorer(config.objective, ds.y_val)
-    counts = greedy_selection(val, score) if len(models) > 1 else [1]
-    keep = [i for i, c in enumerate(counts) if c]
-    weights = [counts[i] / sum(counts) for i in keep]
-    val_prob = sum(w * val[i] for i, w in zip(keep, weights))
-    test_prob = sum(w * predict(models[i], ds.x_test, config.tta) for i, w in zip(keep, weights))
-    single = val[0] if config.tta == "none" else predict(models[0], ds.x_val)
-    value, single_value = score(val_prob), score(single)
-    sign = 1.0 if direction(config.objective).better(1.0, 0.0) else -1.0
-    fit = FinalFit("", [(int(rows["trial"].iloc[i]), rows["run_id"].iloc[i], w) for i, w in zip(keep, weights)],
-                   config.tta, classification_metrics(ds.y_val, val_prob, ds.class_names, prefix="val"),
-                   classification_metrics(ds.y_test, test_prob, ds.class_names, prefix="test"), test_prob,
-                   sign * single_value, False, "", models=[models[i] for i in keep])
-    same = keep == [0] and config.tta == "none"
-    fit.adopted = not same and value > single_value
+    bag = select(models, ds, config.objective, config.tta)
+    same = bag.keep == [0] and config.tta == "none"
+    adopted = not same and direction(config.objective).better(bag.value, bag.single_value)
     best_trial = int(rows["trial"].iloc[0])
-    fit.reason = (f"selection kept trial {best_trial} alone" if same else
-                  f"{config.objective} {sign * value:.4f} {'beats' if fit.adopted else 'does not beat'} trial "
-                  f"{best_trial}'s {sign * single_value:.4f} on validation")
+    reason = (f"selection kept trial {best_trial} alone" if same else
+              f"{config.objective} {bag.value:.4f} {'beats' if adopted else 'does not beat'} trial {best_trial}'s "
+              f"{bag.single_value:.4f} on validation")
+    fit = FinalFit("", [(int(rows["trial"].iloc[i]), rows["run_id"].iloc[i], w) for i, w in zip(bag.keep, bag.weights)],
+                   config.tta, classification_metrics(ds.y_val, bag.val_prob, ds.class_names, prefix="val"),
+                   classification_metrics(ds.y_test, bag.test_prob, ds.class_names, prefix="test"), bag.test_prob,
+                   bag.single_value, adopted, reason, models=[models[i] for i in bag.keep])
     log_fit(ctx, fit, ds)
     return fit
 
