@@ -18,6 +18,7 @@ by its weight (`Rescaling`) and summed (`Add`), built-in layers only, so the exi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,7 @@ class FinalFit:
     reason: str
     model_uri: str = ""
     models: list[keras.Model] = field(default_factory=list, repr=False)
+    seconds: float = 0.0  # selection, evaluation and logging
 
     @property
     def label(self) -> str:
@@ -145,7 +147,7 @@ def select(models: list[keras.Model], ds: Dataset, objective: str, tta: str) -> 
 def final_fit(ctx: SearchContext, complete: pd.DataFrame, best_model: keras.Model) -> FinalFit | None:
     """Select, evaluate and log the study's final fit (see the module); None when neither `ensemble` nor `tta`
     is on. `complete`: the board's COMPLETE trials, best first; `best_model`: the first one's model, loaded."""
-    config, ds = ctx.config, ctx.dataset
+    config, ds, started = ctx.config, ctx.dataset, time.perf_counter()
     if not config.ensemble and config.tta == "none":
         return None
     rows = candidates(complete, TOP if config.ensemble else 1)
@@ -162,6 +164,8 @@ def final_fit(ctx: SearchContext, complete: pd.DataFrame, best_model: keras.Mode
                    classification_metrics(ds.y_test, bag.test_prob, ds.class_names, prefix="test"), bag.test_prob,
                    bag.single_value, adopted, reason, models=[models[i] for i in bag.keep])
     log_fit(ctx, fit, ds)
+    fit.seconds = time.perf_counter() - started
+    tracking.log_batch(ctx.client, fit.run_id, metrics={"final_fit_seconds": fit.seconds})
     return fit
 
 
