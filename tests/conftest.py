@@ -29,8 +29,9 @@ def need_system(found: object, message: str) -> None:
 
 
 def children(c, parent: str) -> list:
-    """The child runs of `parent`, by trial number."""
-    runs = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    """The trial runs among the child runs of `parent`, by trial number."""
+    runs = c.search_runs([c.get_run(parent).info.experiment_id],
+                         f"tags.mlflow.parentRunId = '{parent}' and tags.`hemabench.role` = 'trial'")
     return sorted(runs, key=lambda r: int(r.data.tags["hemabench.trial"]))
 
 

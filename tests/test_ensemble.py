@@ -125,6 +125,9 @@ def test_the_ensemble_is_registered_only_when_it_beats_the_best_trial_on_validat
         pixels = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3)).astype(np.float32)
         members_mean = np.mean([m.predict(pixels, verbose=0) for m in models], axis=0)
         np.testing.assert_allclose(served(f"models:/tests-model/{version.version}", pixels), members_mean, atol=1e-6)
+        finish(ctx)  # resumed with nothing new: the same final fit, no new run, no new version
+        assert len(c.search_runs([ctx.experiment_id], tag.run_filter({tag.ROLE: tag.ENSEMBLE_ROLE}))) == 1
+        assert len(c.search_model_versions("name='tests-model'")) == 1
     else:
         assert [m["trial"] for m in members] == [0] and "selection kept trial 0 alone" in out
         assert version.run_id == result.best["run_id"] and parent[tag.CHAMPION_FIT] == "trial 0"

@@ -163,18 +163,35 @@ def final_fit(ctx: SearchContext, complete: pd.DataFrame, best_model: keras.Mode
                    config.tta, classification_metrics(ds.y_val, bag.val_prob, ds.class_names, prefix="val"),
                    classification_metrics(ds.y_test, bag.test_prob, ds.class_names, prefix="test"), bag.test_prob,
                    bag.single_value, adopted, reason, models=[models[i] for i in bag.keep])
-    log_fit(ctx, fit, ds)
-    fit.seconds = time.perf_counter() - started
-    tracking.log_batch(ctx.client, fit.run_id, metrics={"final_fit_seconds": fit.seconds})
+    if not reuse(ctx, fit):
+        log_fit(ctx, fit, ds)
+        fit.seconds = time.perf_counter() - started
+        tracking.log_batch(ctx.client, fit.run_id, metrics={"final_fit_seconds": fit.seconds})
     return fit
+
+
+def _members_json(fit: FinalFit) -> str:
+    return json.dumps([{"trial": t, "run_id": r, "weight": w} for t, r, w in fit.members])
+
+
+def reuse(ctx: SearchContext, fit: FinalFit) -> bool:
+    """Take over the run (and model) of an earlier final fit of this study with the same members, weights and
+    TTA: a resumed study with nothing new logs and registers nothing new."""
+    earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
+        tag.ROLE: tag.ENSEMBLE_ROLE, tag.STUDY: ctx.config.study_name, tag.MEMBERS: _members_json(fit),
+        tag.TTA: fit.tta, tag.ADOPTED: str(fit.adopted).lower()}) + " and attributes.status = 'FINISHED'",
+        max_results=1)
+    if not earlier or (fit.adopted and tag.MODEL_URI not in earlier[0].data.tags):
+        return False
+    fit.run_id, fit.model_uri = earlier[0].info.run_id, earlier[0].data.tags.get(tag.MODEL_URI, "")
+    return True
 
 
 def log_fit(ctx: SearchContext, fit: FinalFit, ds: Dataset) -> None:
     """The final fit's child run: members, weights, TTA, validation and test metrics; its model when adopted."""
     c = ctx.client
-    members = [{"trial": t, "run_id": r, "weight": w} for t, r, w in fit.members]
     fit.run_id = tracking.start_child(c, ctx.experiment_id, ctx.parent_run_id, name="ensemble", tags={
-        **ctx.tags, tag.ROLE: tag.ENSEMBLE_ROLE, tag.MEMBERS: json.dumps(members), tag.TTA: fit.tta,
+        **ctx.tags, tag.ROLE: tag.ENSEMBLE_ROLE, tag.MEMBERS: _members_json(fit), tag.TTA: fit.tta,
         tag.ADOPTED: str(fit.adopted).lower(), tag.REASON: fit.reason,
         tag.NOTE: f"Final fit of study {ctx.config.study_name}: {fit.label}; {fit.reason}."})
     with tracking.ending(c, fit.run_id):
