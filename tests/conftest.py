@@ -74,10 +74,11 @@ def module_tracking(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tiny_config(tmp_path: Path, **overrides):
-    """The real search configuration, shrunk: tiny synthetic data, 32 px, 1 epoch, 2 trials."""
+    """The real search configuration, shrunk: tiny synthetic data, 32 px, 1 epoch, 2 trials; no final-fit ensemble
+    (tests/test_ensemble.py turns it on), so the best trial is what gets registered."""
     from bench.search import make_config
 
     values = dict(data=TINY_DATA, trials=2, epochs=1, image_size=32, experiment="tests",
-                  storage=str(tmp_path / "optuna.journal"), registered_model="tests-model")
+                  storage=str(tmp_path / "optuna.journal"), registered_model="tests-model", ensemble=False)
     values.update(overrides)
     return make_config(**values)

@@ -72,7 +72,7 @@ def study_of(tmp_path: Path, models: list):
     from bench.tracking import tags as tag
     from bench.training import predict_proba
 
-    config, ds, c = tiny_config(tmp_path, study="colours"), colour_dataset(), tracking.client()
+    config, ds, c = tiny_config(tmp_path, study="colours", ensemble=True), colour_dataset(), tracking.client()
     experiment = tracking.experiment_id_for(c, config.experiment)
     tags = {tag.STUDY: config.study_name, tag.OBJECTIVE: config.objective}
     parent = tracking.start_parent(c, experiment, name="colours", resume_run_id=None, tags={**tags, tag.ROLE: tag.PARENT})
@@ -165,3 +165,22 @@ def test_tta_serves_the_mean_over_the_eight_dihedral_copies_and_changes_nothing_
     np.testing.assert_allclose(predict(oriented, pixels, "d4"), expected, atol=1e-6)  # evaluation agrees
     np.testing.assert_allclose(served(uris[1], pixels), invariant.predict(pixels.astype(np.float32), verbose=0),
                                atol=1e-6)
+
+
+def test_a_search_with_ensemble_logs_every_complete_trial_and_registers_the_fit_it_names(tracking: Path) -> None:
+    from bench import search
+    from bench.tracking import tags as tag
+    from tests.conftest import children
+
+    result = search.run(tiny_config(tracking, ensemble=True, seed=1))
+    c = MlflowClient()
+    trials = [r for r in children(c, result.parent_run_id) if r.data.tags[tag.STATE] == "COMPLETE"]
+    assert trials and all(tag.MODEL_URI in r.data.tags for r in trials)  # not only the best-so-far's model
+    parent = c.get_run(result.parent_run_id).data.tags
+    fit = c.get_run(parent[tag.ENSEMBLE_RUN_ID])
+    assert fit.info.status == "FINISHED" and {"val_f1_macro", "test_f1_macro"} <= set(fit.data.metrics)
+    version = c.get_model_version_by_alias("tests-model", "champion")
+    if fit.data.tags[tag.ADOPTED] == "true":
+        assert version.run_id == fit.info.run_id and parent[tag.CHAMPION_FIT].startswith(("ensemble", "trial"))
+    else:
+        assert version.run_id == result.best["run_id"] and parent[tag.CHAMPION_FIT] == f"trial {result.best['trial']}"
