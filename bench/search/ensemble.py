@@ -11,7 +11,8 @@ run of the study (`hemabench.role=ensemble`: the leaderboard lists trials only) 
 validation and test metrics. It is *adopted* (its model logged, and registered instead of the best trial) only
 when its validation objective strictly beats the best trial's, both predicted here the same way. The same split
 chose the bag, so its validation score is optimistic; the test metrics, recorded and never used to decide, show
-whether the gain held. The adopted model is ONE Keras graph: every member on the same input, each softmax scaled
+whether the gain held. A resumed study whose final fit is unchanged reuses the earlier run (no new run or version).
+The adopted model is ONE Keras graph: every member on the same input, each softmax scaled
 by its weight (`Rescaling`) and summed (`Add`), built-in layers only, so the existing pyfunc serves it in one call.
 """
 

@@ -118,7 +118,8 @@ def finish(ctx: SearchContext) -> SearchResult:
     if final:
         print(f"final fit {final.label}: {config.objective}={final.val_metrics[config.objective]:.4f}, "
               f"{objective_test}={final.test_metrics[objective_test]:.4f}, test_accuracy="
-              f"{final.test_metrics['test_accuracy']:.4f}; {final.reason} ({final.seconds:.1f}s)", flush=True)
+              f"{final.test_metrics['test_accuracy']:.4f}; {final.reason} ("
+              f"{f'{final.seconds:.1f}s' if final.seconds else 'the same as the last finish: its run reused'})", flush=True)
     print(f"champion fit: {champion_fit}"
           + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),
           flush=True)
