@@ -6,9 +6,12 @@ Both routes serve the same Keras model from a real `mlflow models serve --env-ma
 - hemabench pyfunc, the same pixels as an `{"inputs": N×H×W×3}` array;
 - stock `mlflow.keras` flavor, the same pixels as `{"inputs": ...}` (its pyfunc calls `model.predict`).
 Without --model-uri it builds a Conv32-Pool-Conv64-Pool-Dense128 CNN (untrained: latency does not care),
-64 px, 8 classes, in a temporary sqlite store.
+64 px, 8 classes, in a temporary sqlite store; `--ensemble N` serves N such CNNs (seeds 0..N-1) as the one-graph
+weighted mean a search's ensemble is (bench.search.ensemble), and `--tta NAME` logs it with that test-time
+augmentation (bench.serving.tta). `--routes base64` measures the first route only.
 
     .venv/bin/python benchmarks/serve_latency.py [--model-uri models:/bloodcell-classifier@champion]
+    .venv/bin/python benchmarks/serve_latency.py --ensemble 3 --tta flip --routes base64
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.serving import KERAS_FILE, ServingConfig, log_model, pinned_requirements, serve  # noqa: E402
 
 
-def build_cnn(size: int, classes: int):
+def build_cnn(size: int, classes: int, seed: int = 0):
     import keras
 
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(32, 3, activation="relu")(x))
@@ -112,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--classes", type=int, default=8)
+    parser.add_argument("--ensemble", type=int, default=1, help="members of the built model (without --model-uri)")
+    parser.add_argument("--tta", default="none", help="test-time augmentation: none, flip, rot90 or d4")
+    parser.add_argument("--routes", choices=["all", "base64"], default="all")
     args = parser.parse_args(argv)
 
     import keras
@@ -130,26 +137,30 @@ def main(argv: list[str] | None = None) -> int:
                 mlflow.artifacts.download_artifacts(f"{args.model_uri}/{KERAS_FILE}"), compile=False
             )
         else:
+            from bench.search.ensemble import ensemble_graph
+
             size, classes = args.image_size, args.classes
-            model = build_cnn(size, classes)
+            members = [build_cnn(size, classes, seed) for seed in range(args.ensemble)]
+            model = ensemble_graph(members, [1 / len(members)] * len(members), size)
         temp_tracking = f"sqlite:///{root / 'mlflow.db'}"
         mlflow.set_tracking_uri(temp_tracking)
         experiment = mlflow.create_experiment("serve-latency", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            stock_uri = log_stock(model, size, classes)
+            stock_uri = log_stock(model, size, classes) if args.routes == "all" else ""
             pyfunc_uri = args.model_uri or log_model(
-                model, class_names=[f"class{i}" for i in range(classes)], image_size=size
+                model, class_names=[f"class{i}" for i in range(classes)], image_size=size, tta=args.tta
             ).model_uri
 
         pixels = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)
         rows = []
-        for name, uri, one, batch in routes(pyfunc_uri, stock_uri, pixels):
+        for name, uri, one, batch in routes(pyfunc_uri, stock_uri, pixels)[: None if args.routes == "all" else 1]:
             tracking = user_tracking if (uri == args.model_uri and user_tracking) else temp_tracking
             with serve(uri, env={"MLFLOW_TRACKING_URI": tracking}, log_file=root / "server.log", cwd=root) as url:
                 rows.append((name, measure(url, one, batch, args.batch, args)))
 
     print(f"{datetime.date.today()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-          f"{size}x{size} px, {classes} classes, model {args.model_uri or 'untrained scratch CNN'}; "
+          f"{size}x{size} px, {classes} classes, model {args.model_uri or f'{args.ensemble} untrained scratch CNN(s)'}"
+          f", TTA {args.tta}; "
           f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machines read high)")
     print(f"command: python benchmarks/serve_latency.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print()
@@ -157,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     for name, result in rows:
         print(f"| {name} | {result['p50']:.1f} | {result['p99']:.1f} | {result['batch_p50']:.1f} | {result['throughput']:.0f} |")
+    if args.routes != "all":
+        return 0
     stock = rows[-1][1]["p50"]
     print()
     print(f"one-image p50 speed-up over the stock route: base64 {stock / rows[0][1]['p50']:.1f}x, "

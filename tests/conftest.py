@@ -29,8 +29,9 @@ def need_system(found: object, message: str) -> None:
 
 
 def children(c, parent: str) -> list:
-    """The child runs of `parent`, by trial number."""
-    runs = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    """The trial runs among the child runs of `parent`, by trial number."""
+    runs = c.search_runs([c.get_run(parent).info.experiment_id],
+                         f"tags.mlflow.parentRunId = '{parent}' and tags.`hemabench.role` = 'trial'")
     return sorted(runs, key=lambda r: int(r.data.tags["hemabench.trial"]))
 
 
@@ -73,10 +74,11 @@ def module_tracking(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tiny_config(tmp_path: Path, **overrides):
-    """The real search configuration, shrunk: tiny synthetic data, 32 px, 1 epoch, 2 trials."""
+    """The real search configuration, shrunk: tiny synthetic data, 32 px, 1 epoch, 2 trials; no final-fit ensemble
+    (tests/test_ensemble.py turns it on), so the best trial is what gets registered."""
     from bench.search import make_config
 
     values = dict(data=TINY_DATA, trials=2, epochs=1, image_size=32, experiment="tests",
-                  storage=str(tmp_path / "optuna.journal"), registered_model="tests-model")
+                  storage=str(tmp_path / "optuna.journal"), registered_model="tests-model", ensemble=False)
     values.update(overrides)
     return make_config(**values)

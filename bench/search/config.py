@@ -10,6 +10,7 @@ from bench import paths
 from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from bench.metrics import OBJECTIVES
 from bench.search.engines import ENGINES
+from bench.serving.tta import TRANSFORMS
 from bench.validation import Rules, at_least, between, check, make, non_empty, one_of, satisfies
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class SearchConfig:
     tuner: str = "hyperband"
     weights: str = "imagenet"  # pretrained backbones: imagenet | none | path to a weights file
     register: bool = True
+    # After the trials, greedy ensemble selection over the best trials' models (bench.search.ensemble); registered
+    # instead of the best trial only when it beats it on validation.
+    ensemble: bool = True
+    tta: str = "none"  # test-time augmentation at evaluation and serving: none | flip | rot90 | d4 (bench.serving.tta)
     workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5
     retries: int = 1  # how often a trial whose process died is run again
@@ -78,6 +83,7 @@ def _rules() -> Rules:
         ("engine", one_of(ENGINES.names())),
         *engine_options,
         ("objective", one_of(OBJECTIVES)),
+        ("tta", one_of(tuple(TRANSFORMS))),
         ("workers", at_least(0)),
         ("max_consecutive_failures", at_least(1)),
         ("retries", at_least(0)),

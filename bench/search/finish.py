@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -23,8 +22,8 @@ from bench.reporting import insight
 from bench.reporting import board
 from bench.reporting import write_evaluation_artifacts, write_html
 from bench.search.context import SearchContext, SearchResult
+from bench.search.ensemble import final_fit, load_keras_model
 from bench.search.progress import summary_table
-from bench.serving import KERAS_FILE
 from bench.text import one_line
 from bench.tracking import tags as tag
 from bench.training import predict_proba
@@ -54,12 +53,6 @@ def log_dataset(c: MlflowClient, run_id: str, dataset: Dataset) -> None:
 def leaderboard(experiment_id: str, study: str, objective: str) -> pd.DataFrame:
     """Every trial of the study, best first: state, objective, validation metrics, parameters, run id."""
     return board([experiment_id], objective=objective, study=study)
-
-
-def load_keras_model(model_uri: str) -> keras.Model:
-    # `models:/<id>/sub/path` is not a valid artifact URI: fetch the (small) model folder, then the file.
-    folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    return keras.saving.load_model(Path(folder) / KERAS_FILE, compile=False)
 
 
 def log_insight(c: MlflowClient, run_id: str, model: keras.Model, dataset: Dataset, test_prob: np.ndarray) -> None:
@@ -103,17 +96,31 @@ def finish(ctx: SearchContext) -> SearchResult:
                        tags={tag.BEST_RUN_ID: best["run_id"],
                              **{f"best_param.{k}": v for k, v in best_params.items()}})
     tracking.log_batch(c, best["run_id"], metrics=test_metrics)
+    final = final_fit(ctx, complete, model)  # an ensemble and/or TTA, adopted only when it wins on validation
+    chosen = final if final and final.adopted else None
+    champion_fit = chosen.label if chosen else f"trial {int(best['trial'])}"
+    tracking.log_batch(c, parent, tags={tag.CHAMPION_FIT: champion_fit,
+                                        **({tag.ENSEMBLE_RUN_ID: final.run_id} if final else {})})
     version = None
     if config.register:
-        version = tracking.register(c, name=config.registered_model, objective=config.objective, study=config.study_name,
-                                    run_id=best["run_id"], model_uri=best["model_uri"], dataset=ds,
-                                    val_value=float(best[config.objective]), test_metrics=test_metrics,
-                                    trial=int(best["trial"]), space=ctx.space.name)
+        version = tracking.register(
+            c, name=config.registered_model, objective=config.objective, study=config.study_name,
+            run_id=chosen.run_id if chosen else best["run_id"], model_uri=chosen.model_uri if chosen else best["model_uri"],
+            dataset=ds, val_value=chosen.val_metrics[config.objective] if chosen else float(best[config.objective]),
+            test_metrics=chosen.test_metrics if chosen else test_metrics,
+            trial=chosen.label if chosen else int(best["trial"]), space=ctx.space.name)
     log_insight(c, parent, model, ds, test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
     objective_test = test_key(config.objective)
     print(f"\nbest trial {int(best['trial'])}: {config.objective}={best[config.objective]:.4f}, "
-          f"{objective_test}={test_metrics[objective_test]:.4f}, test_accuracy={test_metrics['test_accuracy']:.4f}"
+          f"{objective_test}={test_metrics[objective_test]:.4f}, test_accuracy={test_metrics['test_accuracy']:.4f}",
+          flush=True)
+    if final:
+        print(f"final fit {final.label}: {config.objective}={final.val_metrics[config.objective]:.4f}, "
+              f"{objective_test}={final.test_metrics[objective_test]:.4f}, test_accuracy="
+              f"{final.test_metrics['test_accuracy']:.4f}; {final.reason} ("
+              f"{f'{final.seconds:.1f}s' if final.seconds else 'the same as the last finish: its run reused'})", flush=True)
+    print(f"champion fit: {champion_fit}"
           + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),
           flush=True)
     return SearchResult(config.study_name, parent, {"trial": int(best["trial"]), "run_id": best["run_id"],

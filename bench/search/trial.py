@@ -34,7 +34,7 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
-    model_uri: str = ""  # set when the trial's model was logged (it was the best so far)
+    model_uri: str = ""  # set when the trial's model was logged (it was the best so far, or config.ensemble)
     weights: list | None = None  # the model's (best-epoch) weights, so an engine can continue from them
 
 
@@ -53,7 +53,8 @@ class Study:
 @dataclass
 class TrialRunner(Study):
     """Runs trials of one study. `is_best(value)` says whether a finished trial beats every earlier one,
-    in which case its model is logged (so the study's best model always exists as an artifact).
+    in which case its model is logged (so the study's best model always exists as an artifact); with
+    `config.ensemble` every COMPLETE trial's model is logged (bench.search.ensemble chooses among them).
 
     `deadline` (`time.monotonic()`; by default `config.timeout` seconds after the runner is made, which each
     engine does as its search starts) ends a running trial at its next epoch end: it completes with its best
@@ -138,7 +139,7 @@ class TrialRunner(Study):
         outcome.weights = fit.model.get_weights()
         tracking.log_files(self.client, outcome.run_id, lambda d: write_evaluation_artifacts(
             d, ds.y_val, fit.val_prob, ds.class_names, title=f"trial {outcome.number} validation"))
-        if self.is_best(outcome.value):
+        if self.is_best(outcome.value) or self.config.ensemble:  # the ensemble picks from every complete trial
             with mlflow.start_run(run_id=outcome.run_id, nested=True):
                 info = serving.log_model(fit.model, class_names=list(ds.class_names), image_size=ds.image_size,
                                          resize_mode=ds.resize_mode, name="model")

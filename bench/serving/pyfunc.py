@@ -1,5 +1,6 @@
-"""The served MLflow pyfunc: images in, one label and all class probabilities out. It imports only `bench.errors`
-and `bench.images`: these three modules are copied into every logged model (bench.serving.server).
+"""The served MLflow pyfunc: images in, one label and all class probabilities out. It imports only `bench.errors`,
+`bench.images` and `bench.serving.tta`: these four modules are copied into every logged model (bench.serving.server).
+With a `tta` other than `none` in its config, each answer is the mean over flipped/rotated copies (bench.serving.tta).
 
 Request contract (`mlflow models serve`, POST /invocations, JSON):
 - `{"dataframe_records": [{"image": B64}, ...]}`, `{"dataframe_split": {"columns": ["image"], "data": [[B64], ...]}}`
@@ -38,6 +39,7 @@ from PIL import Image
 
 from bench import images
 from bench.errors import BenchError, Constraint, Rules, check
+from bench.serving.tta import TRANSFORMS, augment, fold
 
 _logger = logging.getLogger(__name__)
 
@@ -47,20 +49,6 @@ FORMAT_NAMES = f"{', '.join(ALLOWED_FORMATS[:-1])} or {ALLOWED_FORMATS[-1]}"
 CONFIG_ARTIFACT = "serving_config"
 KERAS_ARTIFACT = "keras_model"
 KERAS_FILE = "artifacts/model.keras"  # where the Keras model lies inside a logged model
-# Pinned to the versions installed here so `--env-manager uv|virtualenv` rebuilds the same stack.
-REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "pillow", "numpy", "pandas")
-# The modules a logged model needs at load time; copied alone so the rest of bench never has to import.
-CODE_MODULES = ("errors.py", "images.py", "serving.py")
-# MLflow "models from code": the logged model holds this file, not a pickle, so loading it unpickles nothing.
-MODEL_CODE = """\"\"\"HemaBench image classifier, an MLflow model from code.\"\"\"
-import mlflow
-
-from bench.serving.pyfunc import ImageClassifier
-
-mlflow.models.set_model(ImageClassifier())
-"""
-
-
 class ServingError(MlflowException, BenchError):
     """An error answered by the scoring server as JSON with exactly this one-line message and no stack trace."""
 
@@ -117,6 +105,7 @@ CONFIG_RULES: Rules = (
                                "a list of distinct non-empty strings")),
     ("image_size", POSITIVE),
     ("resize_mode", Constraint(lambda v: v in images.RESIZE_MODES, f"one of {', '.join(images.RESIZE_MODES)}")),
+    ("tta", Constraint(lambda v: v in TRANSFORMS, f"one of {', '.join(TRANSFORMS)}")),
 )
 
 
@@ -148,6 +137,7 @@ class ServingConfig:
     image_size: int
     resize_mode: str = "pad"
     limits: ServingLimits = field(default_factory=ServingLimits)
+    tta: str = "none"  # test-time augmentation (bench.serving.tta): the model runs once on every copy
 
     def __post_init__(self) -> None:
         check(CONFIG_RULES, self)
@@ -332,7 +322,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
             model_input, image_size=config.image_size, resize_mode=config.resize_mode, limits=config.limits
         )
         try:
-            return predictions_frame(self._forward(batch), config.class_names)
+            return predictions_frame(fold(self._forward(augment(batch, config.tta)), config.tta), config.class_names)
         except Exception as error:  # the traceback goes to the server log, not to the client
             _logger.exception("prediction failed")
             raise ServingError(f"prediction failed: {type(error).__name__}") from None

@@ -1,7 +1,7 @@
 """Logging a classifier as the serving pyfunc, and running `mlflow models serve` on it.
 
 The logged model is an MLflow "model from code": `MODEL_CODE` plus the only bench modules it imports at load time
-(`CODE_MODULES`: errors, images and the serving pyfunc), the Keras file and a small JSON config. Nothing in it is a
+(`CODE_MODULES`: errors, images, the serving pyfunc and its TTA), the Keras file and a small JSON config. Nothing in it is a
 pickle, and the rest of bench is never needed to serve it.
 """
 
@@ -36,7 +36,7 @@ from bench.serving.pyfunc import CONFIG_ARTIFACT, KERAS_ARTIFACT, KERAS_FILE, Se
 # Pinned to the versions installed here so `--env-manager uv|virtualenv` rebuilds the same stack.
 REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "pillow", "numpy", "pandas")
 # The modules a logged model needs at load time, relative to the bench package; copied alone.
-CODE_MODULES = ("errors.py", "images.py", "serving/pyfunc.py")
+CODE_MODULES = ("errors.py", "images.py", "serving/pyfunc.py", "serving/tta.py")
 # MLflow "models from code": the logged model holds this file, not a pickle, so loading it unpickles nothing.
 MODEL_CODE = """\"\"\"HemaBench image classifier, an MLflow model from code.\"\"\"
 import mlflow
@@ -90,9 +90,11 @@ def log_model(
     name: str = "model",
     registered_model_name: str | None = None,
     limits: ServingLimits | None = None,
+    tta: str = "none",
 ) -> mlflow.models.model.ModelInfo:
-    """Log `model` (raw 0..255 pixels in, softmax out) as an image-serving pyfunc in the active run."""
-    config = ServingConfig(list(class_names), image_size, resize_mode, limits or ServingLimits())
+    """Log `model` (raw 0..255 pixels in, softmax out) as an image-serving pyfunc in the active run; with `tta`
+    (bench.serving.tta) each answer averages the model over that set of flipped/rotated copies."""
+    config = ServingConfig(list(class_names), image_size, resize_mode, limits or ServingLimits(), tta)
     _check_model(model, config)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         root = Path(tmp)
@@ -119,7 +121,8 @@ def log_model(
                 signature=output_signature(config.class_names),
                 pip_requirements=pinned_requirements(),
                 registered_model_name=registered_model_name,
-                metadata={"class_names": config.class_names, "image_size": image_size, "resize_mode": resize_mode},
+                metadata={"class_names": config.class_names, "image_size": image_size, "resize_mode": resize_mode,
+                          "tta": tta},
             )
 
 

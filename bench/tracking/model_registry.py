@@ -87,7 +87,7 @@ def mark_legacy(c: MlflowClient, name: str) -> list[str]:
 
 
 def register(c: MlflowClient, *, name: str, objective: str, study: str, run_id: str, model_uri: str, dataset: Dataset,
-             val_value: float, test_metrics: dict[str, float], trial: int, space: str) -> Registered:
+             val_value: float, test_metrics: dict[str, float], trial: int | str, space: str) -> Registered:
     """Register `model_uri` as a version of `name` and give it the champion or challenger alias (see the module).
     `val_value`: the objective on validation, the value that chose this model; `test_metrics` are only recorded."""
     mark_legacy(c, name)

@@ -12,7 +12,7 @@ def _named(*names: str) -> tuple[str, ...]:
     return tuple(PREFIX + name for name in names)
 
 
-# Runs: what a run is (ROLE: parent | invocation | trial | benchmark | contender), and its study, engine, space and data.
+# Runs: what a run is (ROLE: parent | invocation | trial | ensemble | benchmark | contender), and its study, engine, space and data.
 ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
 DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
     "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
@@ -28,9 +28,15 @@ KIND, CONTENDER, WINNER, WINNER_VERSION = _named("kind", "contender", "winner", 
 # Model versions: the alias given at registration, why (REASON), on which split it was chosen, what replaced a champion.
 ALIAS, CHOSEN_ON, SUPERSEDED_BY = _named("alias", "chosen_on", "superseded_by")
 
-# Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run.
+# Ensemble runs (bench.search.ensemble): their members (JSON: trial, run id, weight), test-time augmentation, and
+# whether the fit was adopted (beat the best single trial on validation); on the parent, which fit was registered.
+MEMBERS, TTA, ADOPTED, ENSEMBLE_RUN_ID, CHAMPION_FIT = _named("members", "tta", "adopted", "ensemble_run_id",
+                                                              "champion_fit")
+
+# Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run; an ensemble run holds
+# the study's final fit (an ensemble of its best trials and/or test-time augmentation).
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
-INVOCATION_ROLE = "invocation"
+INVOCATION_ROLE, ENSEMBLE_ROLE = "invocation", "ensemble"
 
 # MLflow's own.
 PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"
