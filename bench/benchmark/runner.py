@@ -71,7 +71,8 @@ class Bench:
         values = dict(data=cfg.data, space=contender.config.get("space", "scratch_cnn"), epochs=cfg.epochs,
                       image_size=cfg.image_size, seed=seed, experiment=experiment, registered_model=cfg.registered_model,
                       storage=cfg.storage, study=self.study(contender, seed), objective=cfg.objective,
-                      weights=weights_for(cfg.weights, _backbone(contender)), register=False, verbose=cfg.verbose)
+                      weights=weights_for(cfg.weights, _backbone(contender)), register=False, verbose=cfg.verbose,
+                      ensemble=False)  # a contender is its search strategy; the final fit is not compared
         return make_config(**{**values, **cfg.search_budget(), **search_only, **extra})
 
 
