@@ -1,5 +1,6 @@
 """Near-duplicate groups on generated smears with known augmented copies: 8 rotations/flips, 1-pixel
-shifts, JPEG re-encoding. The hash, the grouping, and what loading, splitting and `inspect` make of it."""
+shifts, JPEG re-encoding, and Keras `ImageDataGenerator`-style draws (rotation up to 20°, shifts up to
+10 %, shear, flips, black fill). The grouping, and what loading, splitting and `inspect` make of it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 from sklearn.metrics import adjusted_rand_score
 
 from bench.data import inspect, load
 from bench.data import near_duplicates as nd
+from bench.data import near_duplicates_features as ndf
 from bench.errors import DataError
 
 SIZE = (160, 120)  # not square, so a quarter turn changes the shape
@@ -26,7 +29,8 @@ def data_cache(tmp_path, monkeypatch):
 
 
 def cell_field(seed: int) -> Image.Image:
-    """A smooth random 'smear': pale background, 15 soft red discs and one purple blob."""
+    """A random 'smear': pale background, 15 soft red discs, one purple blob, and a grain a few pixels
+    wide (the texture ORB keypoints need; it survives JPEG)."""
     rng = np.random.default_rng(seed)
     w, h = SIZE
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
@@ -39,6 +43,7 @@ def cell_field(seed: int) -> Image.Image:
     cx, cy = rng.uniform(0.3 * w, 0.7 * w), rng.uniform(0.3 * h, 0.7 * h)
     ax, ay = rng.uniform(10, 22, 2)
     img += np.exp(-(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2))[..., None] * (np.array([110.0, 60, 150]) - img)
+    img += gaussian_filter(rng.normal(0, 1, (h, w)), 1.5)[..., None] * 40
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
@@ -48,16 +53,36 @@ def jpeg(image: Image.Image, quality: int = 70) -> Image.Image:
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
+def keras_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Like Keras `ImageDataGenerator(rotation_range=20, width/height_shift_range=0.1, shear_range=0.2,
+    horizontal_flip, vertical_flip, fill_mode="constant")`, then JPEG: one affine map, black fill."""
+    w, h = image.size
+    angle, shear = np.radians(rng.uniform(-20, 20)), rng.uniform(-0.2, 0.2)
+    tx, ty = rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h
+    rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    m = rotate @ np.array([[1, -np.sin(shear)], [0, np.cos(shear)]])
+    centre = np.array([w / 2, h / 2])
+    offset = centre - m @ centre + (tx, ty)  # output -> input, as PIL's AFFINE takes it
+    out = image.transform(image.size, Image.Transform.AFFINE, (*m[0], offset[0], *m[1], offset[1]),
+                          Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return jpeg(out, quality=int(rng.integers(75, 95)))
+
+
 def copies(image: Image.Image, rng: np.random.Generator) -> list[Image.Image]:
-    """The 8 rotations/flips, 4 shifts of up to 1 pixel, JPEG q70, and a 2-3 px crop + rotation + JPEG."""
+    """The 8 rotations/flips, 2 shifts of up to 1 pixel, JPEG q70, a 2-3 px crop + rotation + JPEG, and
+    2 Keras-style draws."""
     w, h = image.size
     out = [image if t is None else image.transpose(t) for t in DIHEDRAL]
-    for _ in range(4):
+    for _ in range(2):
         dx, dy, ex, ey = rng.integers(0, 2, 4)
         out.append(image.crop((dx, dy, w - ex, h - ey)))
     out.append(jpeg(image))
     out.append(jpeg(image.crop((3, 2, w - 2, h - 3)).transpose(DIHEDRAL[1 + int(rng.integers(7))])))
-    return out
+    return out + [keras_copy(image, rng) for _ in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -80,49 +105,44 @@ def write_folders(root: Path, images: list[Image.Image], sources: np.ndarray) ->
     return root
 
 
-def test_hash_is_identical_for_all_rotations_and_flips():
-    for seed in range(3):
-        image = cell_field(seed)
-        for variant in (image, jpeg(image).crop((1, 3, 151, 117))):  # odd sizes too
-            assert len({nd.image_hash(variant if t is None else variant.transpose(t)) for t in DIHEDRAL}) == 1
+def features(images: list[Image.Image]) -> ndf.Features:
+    return ndf.Features.stack([ndf.image_features(image.copy()) for image in images])
 
 
-def test_hash_is_two_64_bit_ints_the_same_in_any_mode_and_leaves_the_image_alone():
+def test_every_copy_groups_with_its_source_and_no_two_sources_merge(generated):
+    images, sources = generated
+    found = ndf.feature_groups(features(images))
+    assert adjusted_rand_score(sources, found) == 1.0
+
+
+def test_keras_style_copies_are_the_same_field_and_distinct_smears_are_not():
+    rng = np.random.default_rng(5)
+    originals = [cell_field(2000 + k) for k in range(4)]
+    drawn = [keras_copy(image, rng) for image in originals for _ in range(6)]
+    f = features(originals + drawn)
+    checker = ndf.Checker(f)
+    for k in range(4):
+        for c in range(6):
+            assert checker.same_field(4 + 6 * k + c, k)  # each draw, or its mirror, maps onto its source
+        for other in range(4):
+            if other != k:
+                assert checker.inliers(k, other) < ndf.INLIERS and checker.inliers(4 + 6 * k, other) < ndf.INLIERS
+    truth = np.r_[np.arange(4), np.repeat(np.arange(4), 6)]
+    assert adjusted_rand_score(truth, ndf.feature_groups(f)) == 1.0
+
+
+def test_features_leave_the_image_alone_and_read_any_mode_and_size():
     image = cell_field(7).convert("RGBA")
     before = image.tobytes()
-    value = nd.image_hash(image)
-    assert len(value) == 2 and all(isinstance(v, int) and 0 <= v < 2 ** 64 for v in value)
-    assert nd.from_hex([nd.to_hex(value)]).tolist() == [list(value)]
+    hist, points, desc, counts = ndf.image_features(image)
     assert image.tobytes() == before and image.mode == "RGBA"
-    assert nd.image_hash(cell_field(7).convert("L")) == nd.image_hash(cell_field(7)) == value
-
-
-def test_groups_equal_the_known_sources_and_no_link_joins_two(generated):
-    images, sources = generated
-    hashes = np.array([nd.image_hash(image) for image in images], dtype=np.uint64)
-    found = nd.near_duplicate_groups(hashes)
-    assert adjusted_rand_score(sources, found) == 1.0
-    i, j = nd.close_pairs(hashes, nd.DEFAULT_THRESHOLD)
-    assert len(i) and np.all(sources[i] == sources[j])
-    distances = np.bitwise_count(hashes[:, None, :, None] ^ hashes[None, :, None, :]).min(axis=(2, 3))
-    assert distances[sources[:, None] != sources[None]].min() > nd.DEFAULT_THRESHOLD  # a margin, not luck
-    # one source sits near a moment tie: a 1-pixel shift picks another orientation, the second hash rescues it
-    assert adjusted_rand_score(sources, nd.near_duplicate_groups(hashes[:, 0])) < 1.0
-
-
-def test_close_pairs_equal_brute_force_and_edge_cases():
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 2 ** 63, 40, dtype=np.uint64)
-    flips = np.left_shift(np.uint64(1), rng.integers(0, 64, 40).astype(np.uint64))
-    h = np.concatenate([base, base ^ flips, rng.integers(0, 2 ** 63, 2000, dtype=np.uint64)])
-    i, j = nd.close_pairs(h, 5)
-    brute_i, brute_j = np.nonzero(np.triu(np.bitwise_count(h[:, None] ^ h[None]) <= 5, 1))
-    assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(brute_i.tolist(), brute_j.tolist()))
-    assert nd.near_duplicate_groups(np.zeros(0, np.uint64)).shape == (0,)
-    h = np.array([0, 0b111, 0b1111111, 2 ** 64 - 1], dtype=np.uint64)
-    assert nd.near_duplicate_groups(h, threshold=3).tolist() == [0, 0, 1, 2]
-    with pytest.raises(DataError, match="'threshold' parameter must be an integer between 0 and 64"):
-        nd.near_duplicate_groups(h, threshold=65)
+    assert hist.shape == (ndf.BINS ** 3,) and abs(float((hist.astype(np.float32) ** 2).sum()) - 1) < 1e-2
+    assert counts.tolist() == [ndf.KEYPOINTS, ndf.KEYPOINTS] and desc.shape == (2, ndf.KEYPOINTS, 32)
+    assert points.max() <= ndf.SIDE
+    big, small = (ndf.image_features(cell_field(7).resize(size)) for size in ((640, 480), (200, 150)))
+    assert ndf.Checker(ndf.Features.stack([big, small])).same_field(0, 1)  # one fixed decode size
+    blank = ndf.Features.stack([ndf.image_features(Image.new("L", (50, 40))), None, big])
+    assert ndf.feature_groups(blank).tolist() == [0, 1, 2] and ndf.feature_groups(blank.take([2])).tolist() == [0]
 
 
 def test_loading_groups_copies_and_carved_splits_keep_each_source_in_one_split(tmp_path, generated):

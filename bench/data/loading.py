@@ -55,28 +55,31 @@ ARGUMENT_RULES: Rules = (
 )
 
 
-def _materialise(source: Source, image_size: int, mode: str) -> tuple[np.ndarray, pd.DataFrame, list, bool]:
-    """Pixels and per-image table (file, class, official, group, sha1, width, height) of a source."""
+def _materialise(source: Source, image_size: int, mode: str, grouping: bool):
+    """Pixels, per-image table (file, class, official, group, sha1, width, height), skipped files, whether
+    cached, and the near-duplicate features of the table's rows (None unless `grouping` and no file declares
+    a group)."""
     if source.x is not None:
         x = source.x
         table = source.table.copy()
         table["sha1"] = [hashlib.sha1(img.tobytes()).hexdigest() for img in x]
         table["width"], table["height"] = x.shape[2], x.shape[1]
-        return x, table, list(source.skipped), False
+        return x, table, list(source.skipped), False, None
     files = source.files
     if files.empty:
         raise DataError(f"no usable images in {source.root} ({source.layout} layout; "
                         f"{len(source.skipped)} files skipped: {_reason_counts(source.skipped) or 'none found'})")
     if files["class"].nunique() < 2:
         raise DataError(f"a classifier needs at least 2 classes; {source.root} has 1 ({files['class'].iloc[0]})")
-    decoded = decode_files(files, image_size, mode)
+    decoded = decode_files(files, image_size, mode, features=grouping and bool((files["group"] == "").all()))
     source.files = files.assign(sha1=decoded.index["sha1"].to_numpy())  # content, for the fingerprint
     ok = decoded.index["ok"].to_numpy()
     skipped = list(source.skipped) + list(zip(files["file"][~ok], decoded.index["reason"][~ok]))
     table = files.loc[ok, ["file", "class", "official", "group"]].reset_index(drop=True)
-    for column in ("sha1", "width", "height", dups.HASH_COLUMN):
+    for column in ("sha1", "width", "height"):
         table[column] = decoded.index.loc[ok, column].to_numpy()
-    return decoded.images, table, skipped, decoded.from_cache
+    features = decoded.features.take(np.flatnonzero(ok)) if decoded.features is not None else None
+    return decoded.images, table, skipped, decoded.from_cache, features
 
 
 def _kind(reason: str) -> str:
@@ -118,8 +121,9 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
     layout = detect_layout(data)
     source = layout.load(data, image_size=image_size, seed=seed, options=None)
     mode = resize_mode or source.resize_mode
-    x_all, table, skipped, from_cache = _materialise(source, image_size, mode)
-    found = dups.apply(table, source.options, near_duplicates, option)
+    grouping = dups.enabled(source.options, near_duplicates, option)
+    x_all, table, skipped, from_cache, features = _materialise(source, image_size, mode, grouping)
+    found = dups.apply(table, features, source.options, near_duplicates, option)
 
     keep, dropped = group_leaks(table, source.options.get("group_leak", "drop"))
     table = table[keep].reset_index(drop=True)

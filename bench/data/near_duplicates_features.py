@@ -1,0 +1,213 @@
+"""Per-image near-duplicate features (one decode of the file at a fixed size, whatever `image_size`), and
+the check that two images show the same field.
+
+`image_features` gives a colour histogram of the non-black pixels (the fill a rotation or shift leaves)
+and ORB keypoints of the grey image and of its mirror (ORB is rotation invariant, so the mirror covers
+both flips), strongest first. `same_field` matches the descriptors (cross-checked) and keeps the pair when
+an affine RANSAC finds enough inliers: rotation, shift, shear and flips all pass, different fields do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from bench.images import to_rgb8
+
+SIDE = 240  # the long side the features read (the Kaggle fields are 320x240)
+KEYPOINTS = 100  # per orientation
+LEVELS = 3  # ORB pyramid levels: the copies differ by rotation/shift/shear, barely by scale
+BITS = 3  # histogram bits per colour channel
+BINS, _SHIFT = 1 << BITS, 8 - BITS
+DARK = 60  # r+g+b at or below this is fill, not smear
+INLIERS = 12  # affine RANSAC inliers that make two images one field
+
+
+@dataclass
+class Features:
+    """Features of n images: `hist` (n, BINS³) float16, unit length; `points` (n, 2, K, 2) float16 and
+    `desc` (n, 2, K, 32) uint8 of the image [0] and its mirror [1]; `counts` (n, 2) int16 keypoints found."""
+
+    hist: np.ndarray
+    points: np.ndarray
+    desc: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "Features":
+        return cls(np.zeros((n, BINS ** 3), np.float16), np.zeros((n, 2, KEYPOINTS, 2), np.float16),
+                   np.zeros((n, 2, KEYPOINTS, 32), np.uint8), np.zeros((n, 2), np.int16))
+
+    @classmethod
+    def stack(cls, rows: list[tuple]) -> "Features":
+        out = cls.empty(len(rows))
+        for i, row in enumerate(rows):
+            if row is not None:
+                out.hist[i], out.points[i], out.desc[i], out.counts[i] = row
+        return out
+
+    def take(self, rows) -> "Features":
+        return Features(self.hist[rows], self.points[rows], self.desc[rows], self.counts[rows])
+
+    def save(self, path) -> None:
+        np.savez(path, hist=self.hist, points=self.points, desc=self.desc, counts=self.counts)
+
+    @classmethod
+    def load(cls, path) -> "Features":
+        with np.load(path) as z:
+            return cls(z["hist"], z["points"], z["desc"], z["counts"])
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+_ORB = None
+
+
+def _orb():
+    global _ORB
+    if _ORB is None:
+        cv2.setNumThreads(1)
+        _ORB = cv2.ORB_create(nfeatures=KEYPOINTS, nlevels=LEVELS, fastThreshold=8)
+    return _ORB
+
+
+def image_features(image: Image.Image) -> tuple:
+    """(hist, points, desc, counts) of one opened image (any mode and size): it is decoded again at SIDE
+    on the long side, so the features do not depend on the size the pixels are cached at."""
+    image.draft("RGB", (SIDE, SIDE))
+    image = to_rgb8(image)
+    scale = SIDE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    rgb = cv2.resize(np.asarray(image, dtype=np.uint8), size, interpolation=cv2.INTER_LINEAR)
+    r, g, b = (rgb[..., c].astype(np.uint16) for c in range(3))
+    bins = ((r >> _SHIFT) << (2 * BITS)) | ((g >> _SHIFT) << BITS) | (b >> _SHIFT)
+    hist = np.bincount(bins[(r + g + b) > DARK], minlength=BINS ** 3).astype(np.float32)
+    hist = np.sqrt(hist / max(hist.sum(), 1.0))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    points = np.zeros((2, KEYPOINTS, 2), np.float16)
+    desc = np.zeros((2, KEYPOINTS, 32), np.uint8)
+    counts = np.zeros(2, np.int16)
+    for side, img in enumerate((grey, np.ascontiguousarray(grey[:, ::-1]))):
+        found, d = _orb().detectAndCompute(img, None)
+        if d is None:
+            continue
+        order = np.argsort([-k.response for k in found])[:KEYPOINTS]
+        points[side, :len(order)] = np.array([k.pt for k in found], np.float32)[order]
+        desc[side, :len(order)], counts[side] = d[order], len(order)
+    return hist.astype(np.float16), points, desc, counts
+
+
+class Checker:
+    """`inliers(i, j)`: the affine RANSAC inliers of image i (or its mirror) against image j."""
+
+    def __init__(self, features: Features):
+        self.f = features
+        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self.checks = 0
+
+    def inliers(self, i: int, j: int) -> int:
+        f, best = self.f, 0
+        self.checks += 1
+        target = f.desc[j, 0, :f.counts[j, 0]]
+        for side in (0, 1) if len(target) >= INLIERS else ():
+            if f.counts[i, side] < INLIERS:
+                continue
+            matches = self.matcher.match(f.desc[i, side, :f.counts[i, side]], target)
+            if len(matches) >= INLIERS:
+                a = f.points[i, side, [m.queryIdx for m in matches]].astype(np.float32)
+                b = f.points[j, 0, [m.trainIdx for m in matches]].astype(np.float32)
+                _, mask = cv2.estimateAffine2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                               maxIters=500)
+                best = max(best, 0 if mask is None else int(mask.sum()))
+            if best >= INLIERS:
+                break
+        return best
+
+    def same_field(self, i: int, j: int) -> bool:
+        return self.inliers(i, j) >= INLIERS
+
+
+NEIGHBOURS = 10  # stage 1: each image is checked against its nearest histograms
+VOTE_DESCRIPTORS, VOTES, RATIO = 100, 5, 0.8  # stage 2: descriptor votes that make two groups a candidate
+_ROWS = 2048  # rows of one histogram-similarity block
+
+
+class _Groups:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def labels(self) -> np.ndarray:
+        roots = np.array([self.find(x) for x in range(len(self.parent))], np.int64)
+        return np.unique(roots, return_inverse=True)[1].astype(np.int64)
+
+
+def _nearest(hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, similarity) for each image's k nearest histograms, most similar first (blocks, not n x n)."""
+    rows, cols, sims = [], [], []
+    for start in range(0, len(hist), _ROWS):
+        sim = hist[start:start + _ROWS] @ hist.T
+        sim[np.arange(len(sim)), start + np.arange(len(sim))] = -1
+        near = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        rows.append(np.repeat(start + np.arange(len(sim)), k))
+        cols.append(near.ravel())
+        sims.append(np.take_along_axis(sim, near, 1).ravel())
+    i, j, s = map(np.concatenate, (rows, cols, sims))
+    order = np.argsort(-s, kind="stable")
+    return i[order], j[order], s[order]
+
+
+def _votes(f: Features, reps: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs of representatives (image indices) that share >= VOTES ratio-test matches (an LSH index), most first."""
+    reps = reps[f.counts[reps, 0] >= INLIERS]
+    if len(reps) < 3:
+        return []
+    train = [f.desc[r, 0, :min(VOTE_DESCRIPTORS, f.counts[r, 0])] for r in reps]
+    matcher = cv2.FlannBasedMatcher(dict(algorithm=6, table_number=6, key_size=12, multi_probe_level=1),
+                                    dict(checks=50))
+    matcher.add(train)
+    matcher.train()
+    owner, queries = [], []
+    for k, r in enumerate(reps):
+        for side in (0, 1):
+            d = f.desc[r, side, :min(VOTE_DESCRIPTORS, f.counts[r, side])]
+            queries.append(d)
+            owner += [k] * len(d)
+    votes: dict[tuple[int, int], int] = {}
+    for k, found in zip(owner, matcher.knnMatch(np.concatenate(queries), k=3)):
+        hits = [m for m in found if m.imgIdx != k]
+        if len(hits) >= 2 and hits[0].distance < RATIO * hits[1].distance:
+            key = (min(k, hits[0].imgIdx), max(k, hits[0].imgIdx))
+            votes[key] = votes.get(key, 0) + 1
+    return [(reps[k], reps[x]) for (k, x), v in sorted(votes.items(), key=lambda kv: -kv[1]) if v >= VOTES]
+
+
+def feature_groups(f: Features) -> np.ndarray:
+    """Group label (int64, 0..k-1) per image. Stage 1 links each image to those of its NEIGHBOURS nearest
+    histograms that pass `Checker.same_field` (pairs already in one group are not checked, so ~1 check
+    per image). Stage 2 joins groups whose representatives share >= VOTES ratio-test descriptor matches
+    and pass the same check: overlapping fields, and copies of one field that stage 1 left apart."""
+    n = len(f)
+    if n < 2:
+        return np.zeros(n, np.int64)
+    groups, checker = _Groups(n), Checker(f)
+    i, j, _ = _nearest(f.hist.astype(np.float32), min(NEIGHBOURS, n - 1))
+    for a, b in zip(i.tolist(), j.tolist()):
+        ra, rb = groups.find(a), groups.find(b)
+        if ra != rb and checker.same_field(a, b):
+            groups.parent[ra] = rb
+    _, reps = np.unique(groups.labels(), return_index=True)
+    for a, b in _votes(f, reps):
+        ra, rb = groups.find(a), groups.find(b)
+        if ra != rb and checker.same_field(a, b):
+            groups.parent[ra] = rb
+    return groups.labels()
