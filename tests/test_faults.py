@@ -26,7 +26,7 @@ def test_diverging_and_raising_trials_fail_with_their_reason_and_the_study_goes_
                                    batch_size=RAISES)
     # With the random sampler at seed 5 (Optuna 5.0), trials 0-2 draw: lr inf, batch size 0, a sane pair.
     config = tiny_config(tracking, space=str(space), trials=1, sampler="random", seed=5, pruner="none",
-                         study="faults")
+                         study="faults", warm_start=False)
     result = search.run(config)
     study = optuna.load_study(study_name="faults", storage=make_storage(config.storage_url))
     states = [t.state for t in study.trials]

@@ -110,7 +110,7 @@ def test_logged_model_is_code_and_artifacts_without_pickles(registered):
     assert not list(local.rglob("*.pkl"))
     code = local / "code" / "bench"
     assert sorted(str(p.relative_to(code)) for p in code.rglob("*.py")) == [
-        "__init__.py", "errors.py", "images.py", "serving/__init__.py", "serving/pyfunc.py"
+        "__init__.py", "errors.py", "images.py", "serving/__init__.py", "serving/pyfunc.py", "serving/tta.py"
     ]
     reloaded = keras.saving.load_model(local / KERAS_FILE, compile=False)
     assert reloaded.count_params() == model.count_params()
@@ -144,5 +144,6 @@ def test_a_logged_model_serves_in_a_fresh_process_from_its_own_code_alone(regist
                          text=True, cwd=tmp_path, env=env, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("True ['bench', 'bench.errors', 'bench.images', 'bench.serving', 'bench.serving.pyfunc'] ")
+    assert line.startswith("True ['bench', 'bench.errors', 'bench.images', 'bench.serving', 'bench.serving.pyfunc', "
+                           "'bench.serving.tta'] ")
     assert line.split()[-1] == CLASSES[int(expected_probs(model, root / "a.png").argmax())]

@@ -72,7 +72,7 @@ class Bench:
                       image_size=cfg.image_size, seed=seed, experiment=experiment, registered_model=cfg.registered_model,
                       storage=cfg.storage, study=self.study(contender, seed), objective=cfg.objective,
                       weights=weights_for(cfg.weights, _backbone(contender)), register=False, verbose=cfg.verbose,
-                      ensemble=False)  # a contender is its search strategy; the final fit is not compared
+                      warm_start=False, ensemble=False)  # a contender is its search strategy alone
         return make_config(**{**values, **cfg.search_budget(), **search_only, **extra})
 
 

@@ -36,6 +36,10 @@ class SearchConfig:
     tuner: str = "hyperband"
     weights: str = "imagenet"  # pretrained backbones: imagenet | none | path to a weights file
     register: bool = True
+    # The study's first trials are known-good setups (bench.search.warm_start: an earlier study's best on the same
+    # dataset, the reference setups, the space's defaults). Off, the sampler alone chooses (the benchmark's searches:
+    # a contender is its search strategy, and must not start from another contender's best).
+    warm_start: bool = True
     # After the trials, greedy ensemble selection over the best trials' models (bench.search.ensemble); registered
     # instead of the best trial only when it beats it on validation.
     ensemble: bool = True

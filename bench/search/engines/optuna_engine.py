@@ -180,7 +180,8 @@ def run(ctx: SearchContext) -> None:
     coordinator = workers.parent_run_id() is None
     reap_dead_trials(study, retries=retries)
     end_orphan_runs(ctx, study)
-    if not study.get_trials(deepcopy=False):  # a new study starts with the known-good setups (bench.search.warm_start)
+    # A new study starts with the known-good setups (bench.search.warm_start), unless warm_start is off.
+    if config.warm_start and not study.get_trials(deepcopy=False):
         for label, values in warm_start.first_trials(ctx):
             study.enqueue_trial(warm_start.searched(space, values), user_attrs={"warm_start": label},
                                 skip_if_exists=True)
