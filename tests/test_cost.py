@@ -11,6 +11,7 @@ import pytest
 
 from bench.data import load_dataset
 from bench.errors import SpaceError
+from bench.search import list_engines
 from bench.search import study as search
 from bench.search.space import parse_space
 from bench.training import CostCeiling, OverCostCeiling, fit_and_score, flops_per_image
@@ -76,13 +77,17 @@ def test_search_timeout_is_a_deadline_for_the_running_trial(tracking: Path, engi
     assert result.best is not None
 
 
-def test_a_trial_over_the_cost_ceiling_is_pruned_with_its_reason(tracking: Path) -> None:
+@pytest.mark.parametrize("engine", list_engines())
+def test_a_trial_over_the_cost_ceiling_is_pruned_with_its_reason(tracking: Path, engine: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:
     space = tracking / "tiny_space.yaml"
     space.write_text("name: tiny\nfamily: scratch_cnn\nmax_mflops_per_image: 1\nparams:\n"
                      "  n_blocks: 2\n  filters_1: {type: categorical, choices: [8, 64], default: 8}\n  filters_2: 8\n"
                      "  learning_rate: 1.0e-3\n  batch_size: 16\n")
-    config = tiny_config(tracking, space=str(space), trials=4, register=False, sampler="random")
+    config = tiny_config(tracking, space=str(space), trials=4, register=False, sampler="random", engine=engine,
+                         tuner="random")
     result = search.run(config)
+    assert "Traceback" not in capsys.readouterr().err  # one line on the trial, no engine's traceback dump
     states = {r.data.tags["hemabench.state"]: r for r in children(search.tracking.client(), result.parent_run_id)}
     assert "over the cost ceiling" in states["PRUNED"].data.tags["hemabench.reason"]  # filters_1=64 costs > 1 MFLOP at 32 px
     assert states["PRUNED"].data.metrics["mflops_per_image"] > 1 and "COMPLETE" in states

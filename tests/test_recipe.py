@@ -31,9 +31,10 @@ def test_each_new_augmentation_is_a_no_op_at_inference(family: str, params: dict
         assert not np.allclose(augmented(x, training=True), plain(x, training=True)), name  # it does act in training
 
 
-def test_rot90_turns_training_images_by_multiples_of_90_degrees_and_keeps_labels() -> None:
+def test_rot90_turns_training_images_by_multiples_of_90_degrees_and_keeps_labels(capfd: pytest.CaptureFixture) -> None:
     x = np.arange(50 * 4 * 4 * 3, dtype=np.uint8).reshape(50, 4, 4, 3)
     images, labels = next(iter(batches(x, np.arange(50), batch_size=50, seed=0, shuffle=False, rot90=True)))
+    assert "DT_UINT8" not in capfd.readouterr().err  # no oneDNN notice on the user's screen
     turns = [next(k for k in range(4) if np.array_equal(np.rot90(x[i], k), images[i])) for i in range(50)]
     assert set(turns) == {0, 1, 2, 3} and list(labels.numpy()) == list(range(50))
 

@@ -45,8 +45,9 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if rot90:
-        ds = ds.map(lambda a, b: (tf.image.rot90(a, tf.random.uniform([], 0, 4, tf.int32, seed=seed)), b),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # Turned as float32: on uint8, oneDNN prints "supports DT_UINT8 only on platforms with AVX-512" to stderr.
+        ds = ds.map(lambda a, b: (tf.image.rot90(tf.cast(a, tf.float32), tf.random.uniform([], 0, 4, tf.int32, seed=seed)),
+                                  b), num_parallel_calls=tf.data.AUTOTUNE)
     if one_hot:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, one_hot)))
     return ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)

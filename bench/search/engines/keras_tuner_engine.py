@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras_tuner as kt
+from keras_tuner.src import config as kt_config
 import numpy as np
 
 from bench import paths
@@ -87,6 +88,9 @@ def project_dir() -> Path:
 
 def make_tuner(ctx: SearchContext, trial_fn: Callable[[kt.engine.trial.Trial], dict[str, float]]) -> kt.Tuner:
     config = ctx.config
+    # KerasTuner prints the whole traceback of every failed trial while its DEBUG flag is on (the default; it has
+    # no public switch). Our trial line already says why, in one line, and the MLflow run keeps the traceback.
+    kt_config.DEBUG = False
     base, options = TUNERS[config.tuner]
     tuner_class = type(f"Bench{base.__name__}", (base,), {"run_trial": lambda self, trial, *a, **k: trial_fn(trial)})
     tuner = tuner_class(
