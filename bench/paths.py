@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_SPACES_DIR = Path(os.environ.get("BENCH_SEARCH_SPACES", PROJECT_ROOT / "search_spaces"))
@@ -25,3 +28,15 @@ def data_dir() -> Path | None:
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` when set, else `sqlite:///mlflow.db` in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through `write(handle)` into a temporary file beside it (`.<name>-<random>.tmp`), then rename it
+    into place: a reader sees the whole file or none, and a failed write leaves no temporary file behind."""
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -113,9 +113,7 @@ def _decode_all(paths_: list[str], size: int, mode: str, target: Path | None,
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if features is not None:
-        tmp = features.with_name(f".{features.stem}-{uuid.uuid4().hex[:8]}.npz")
-        Features.stack(rows).save(tmp)
-        os.replace(tmp, features)  # atomic, like the entries
+        paths.write_atomically(features, Features.stack(rows).save)
     index = pd.DataFrame(metas, columns=["reason", "sha1", "width", "height"])
     index.insert(0, "ok", index["reason"] == "")
     if target is None:

@@ -16,8 +16,6 @@ precision 0.983 / recall 0.932, 331 groups, 1 true group on both sides of an 80/
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
@@ -65,9 +63,7 @@ def _cached_groups(features: Features) -> np.ndarray:
         return np.load(path)
     labels = feature_groups(features)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}-{uuid.uuid4().hex[:8]}.npy"
-    np.save(tmp, labels)
-    os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+    paths.write_atomically(path, lambda handle: np.save(handle, labels))
     return labels
 
 

@@ -52,8 +52,9 @@ class Features:
     def take(self, rows) -> "Features":
         return Features(self.hist[rows], self.points[rows], self.desc[rows], self.counts[rows])
 
-    def save(self, path) -> None:
-        np.savez(path, hist=self.hist, points=self.points, desc=self.desc, counts=self.counts)
+    def save(self, file) -> None:
+        """Into `file`, a path or a binary handle (as `np.savez` takes)."""
+        np.savez(file, hist=self.hist, points=self.points, desc=self.desc, counts=self.counts)
 
     @classmethod
     def load(cls, path) -> "Features":

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import time
-import uuid
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -259,16 +258,12 @@ class DiskFeatureCache:
     def _write(self, key: str, value: Features) -> None:
         if value[0].nbytes + value[1].nbytes > self.max_bytes:
             return
-        tmp = self.folder / f".{key}-{uuid.uuid4().hex[:8]}.tmp"
+        path = self.folder / f"{key}.npz"
         try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, train=value[0], val=value[1])
-            os.replace(tmp, self.folder / f"{key}.npz")  # atomic: a reader sees the whole file or none
+            paths.write_atomically(path, lambda handle: np.savez(handle, train=value[0], val=value[1]))
             self.writes += 1
         except OSError as exc:  # a full disk costs the next trial a recomputation, nothing more
-            log.warning("feature cache: cannot write %s (%s)", self.folder / f"{key}.npz", exc)
-        finally:
-            tmp.unlink(missing_ok=True)
+            log.warning("feature cache: cannot write %s (%s)", path, exc)
         self.evict(keep=key)
 
     def evict(self, *, keep: str = "") -> None:
