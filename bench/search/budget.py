@@ -6,7 +6,8 @@
 
 A limit of 0 is no limit; the study stops when any limit is reached. Engines call `spend` after each trial
 and stop when `exhausted()` names a unit. A trial in progress is never cut short, so a study ends at most one
-trial past its limit: within `epochs - 1` epochs of an epochs budget. What was spent (with images seen and
+trial past its limit per process working on it: within `epochs - 1` epochs of an epochs budget with one process,
+within `workers × (epochs - 1)` with several (each counts the finished trials of all, not the ones still running). What was spent (with images seen and
 process CPU-seconds beside) is what the benchmark table reports.
 """
 
