@@ -111,17 +111,21 @@ def _count(row: pd.Series, name: str, default: int) -> int:
     return int(value) if value is not None and pd.notna(value) else default
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
     """The best trial's configuration at full budget (see the module), and a note for the champion's label when
     there is none: `already full budget`, `refit off` or `refit failed`."""
     config, ds, number = ctx.config, ctx.dataset, int(best["trial"])
     n_train, epochs = len(ds.y_train), config.epochs
     trained, images = _count(best, "epochs_run", epochs), _count(best, TRAIN_IMAGES, n_train)
-    label = f"refit of trial {number} at {epochs} epochs on all {n_train:,} training images"
+    label = f"refit of trial {number} at {_epochs(epochs)} on all {n_train:,} training images"
     if config.refit == "never":
         return None, "refit off"
     if trained >= epochs and images >= n_train:
-        print(f"no refit: trial {number} already ran at full budget ({epochs} epochs on all {n_train:,} training "
+        print(f"no refit: trial {number} already ran at full budget ({_epochs(epochs)} on all {n_train:,} training "
               "images)", flush=True)
         return None, "already full budget"
     earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
@@ -134,7 +138,7 @@ def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
                    f"refit of trial {number}"), ""
     search_fit = f"{trained} of {epochs} epochs on {images:,} of {n_train:,} training images"
     after = f" after the search's {config.timeout:g} s deadline" if config.timeout else ""
-    print(f"refit: trial {number} trained {search_fit}; it trains again{after}, {epochs} epochs on all {n_train:,} "
+    print(f"refit: trial {number} trained {search_fit}; it trains again{after}, {_epochs(epochs)} on all {n_train:,} "
           f"training images (refit=never skips this)", flush=True)
     runner = TrialRunner(dataclasses.replace(config, subset=1.0, timeout=0.0), ds, ctx.space, ctx.client,
                          ctx.experiment_id, ctx.parent_run_id, is_best=lambda _: True, cost_ceiling=False,
