@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
         return Fit(label, run.info.run_id, run.data.tags[tag.MODEL_URI], run.data.metrics[config.objective],
                    f"refit of trial {number}"), ""
     search_fit = f"{trained} of {epochs} epochs on {images:,} of {n_train:,} training images"
-    after = f" after the search's {config.timeout:g} s deadline" if config.timeout else ""
+    passed = time.perf_counter() - ctx.progress.started >= config.timeout
+    after = ("" if not config.timeout else f" after the search's {config.timeout:g} s deadline" if passed
+             else f" (the search's {config.timeout:g} s deadline does not bind it)")
     print(f"refit: trial {number} trained {search_fit}; it trains again{after}, {_epochs(epochs)} on all {n_train:,} "
           f"training images (refit=never skips this)", flush=True)
     runner = TrialRunner(dataclasses.replace(config, subset=1.0, timeout=0.0), ds, ctx.space, ctx.client,
