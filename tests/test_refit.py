@@ -37,6 +37,7 @@ def test_a_subset_search_refits_the_best_trial_on_all_of_train_and_registers_the
     [trial] = children(c, result.parent_run_id)
     assert trial.data.params["subset"] == "0.5" and trial.data.metrics["train_images"] == n_train // 2  # 8 of 16 a class
     assert "each trial trains on 50% of the training split (24 of 48 images, fixed for the study)" in out
+    assert "best trial 0 (trained on 24 of 48 training images): val_f1_macro=" in out
 
     [refit] = refits(c, result.parent_run_id)
     best = result.best["run_id"]

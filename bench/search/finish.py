@@ -223,7 +223,9 @@ def finish(ctx: SearchContext) -> SearchResult:
     single = champion if champion.model is not None else trial
     log_insight(c, parent, single.model, ds, single.test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
-    print(f"\nbest trial {number}: {scores(config, trial.val_value, test_metrics)}", flush=True)
+    images, n_train = _count(best, TRAIN_IMAGES, len(ds.y_train)), len(ds.y_train)
+    share = f" (trained on {images:,} of {n_train:,} training images)" if images < n_train else ""
+    print(f"\nbest trial {number}{share}: {scores(config, trial.val_value, test_metrics)}", flush=True)
     if again:
         print(f"{again.label}: {scores(config, again.val_value, again.test_metrics)} "
               f"({f'{again.seconds:.1f}s' if again.seconds else 'its earlier run reused'})", flush=True)
