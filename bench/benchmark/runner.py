@@ -72,7 +72,8 @@ class Bench:
                       image_size=cfg.image_size, seed=seed, experiment=experiment, registered_model=cfg.registered_model,
                       storage=cfg.storage, study=self.study(contender, seed), objective=cfg.objective,
                       weights=weights_for(cfg.weights, _backbone(contender)), register=False, verbose=cfg.verbose,
-                      warm_start=False, ensemble=False)  # a contender is its search strategy alone
+                      # a contender is its search strategy alone: no warm start, ensemble or refit
+                      warm_start=False, ensemble=False, refit="never")
         return make_config(**{**values, **cfg.search_budget(), **search_only, **extra})
 
 

@@ -44,6 +44,12 @@ class SearchConfig:
     # instead of the best trial only when it beats it on validation.
     ensemble: bool = True
     tta: str = "none"  # test-time augmentation at evaluation and serving: none | flip | rot90 | d4 (bench.serving.tta)
+    # Data-fraction fidelity: the share of the training split each search trial trains on (bench.training.subset: seeded,
+    # class-stratified, whole groups, fixed for the study; validation stays whole). 1.0 = all of it.
+    subset: float = 1.0
+    # After the search, the best configuration is trained once more at full budget (all of train, all `epochs`) and
+    # competes with the trial on validation (bench.search.finish). auto: unless the best trial already ran at full budget.
+    refit: str = "auto"
     workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5
     retries: int = 1  # how often a trial whose process died is run again
@@ -73,6 +79,7 @@ class SearchConfig:
         return str(beside / "optuna.journal")
 
 
+REFIT = ("auto", "never")
 _SIZE = between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
@@ -88,6 +95,9 @@ def _rules() -> Rules:
         *engine_options,
         ("objective", one_of(OBJECTIVES)),
         ("tta", one_of(tuple(TRANSFORMS))),
+        ("subset", satisfies(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
+                             "a float in the range (0.0, 1.0]")),
+        ("refit", one_of(REFIT)),
         ("workers", at_least(0)),
         ("max_consecutive_failures", at_least(1)),
         ("retries", at_least(0)),

@@ -24,13 +24,14 @@ from bench.search.progress import Progress
 from bench.search.space import load_space
 from bench.tracking import dblock
 from bench.tracking import tags as tag
+from bench.training import subset_words
 
 
 def end_dead_runs(c: MlflowClient, experiment_id: str, study: str) -> list[str]:
-    """End KILLED, with the reason, the study's parent and invocation runs left RUNNING by a process that died
+    """End KILLED, with the reason, the study's parent, invocation and refit runs left RUNNING by a process that died
     on this host (SIGKILL, OOM killer, reboot); their trial runs are the engine's (it reaps dead trials)."""
     ended = []
-    for role in (tag.PARENT, tag.INVOCATION_ROLE):
+    for role in (tag.PARENT, tag.INVOCATION_ROLE, tag.REFIT_ROLE):
         for run in tracking.running_children(c, experiment_id, study, role=role):
             who = json.loads(run.data.tags.get(tag.PROCESS) or "null")
             if not workers.is_dead(who):
@@ -91,8 +92,9 @@ def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
         **tags, tag.ROLE: tag.PARENT,
         tag.NOTE: f"{config.engine} study `{config.study_name}`: space {space.name} on "
                   f"{dataset.name} at {config.image_size}px, objective {config.objective}."})
+    fraction = subset_words(dataset, config.subset, seed=config.seed)
     print(f"study {config.study_name}: engine {config.engine}, space {space.name}, {budget_words(config)}, "
-          f"objective {config.objective}; MLflow run {parent} "
+          f"{f'{fraction}, ' if fraction else ''}objective {config.objective}; MLflow run {parent} "
           f"(experiment {experiment_id}, {paths.tracking_uri()})", flush=True)
     ctx = SearchContext(config, dataset, space, c, experiment_id, parent, Progress(config), tags)
     if worker_of:  # trials only: the coordinator owns the parent run, the summary and the registry

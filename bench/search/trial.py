@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import mlflow
+import yaml
 from mlflow.tracking import MlflowClient
 
 from bench import serving, tracking
@@ -18,9 +19,27 @@ from bench.metrics import classification_metrics
 from bench.reporting import write_evaluation_artifacts
 from bench.search.space import Space
 from bench.text import one_line, summarize
-from bench.training import CostCeiling, EpochHook, FitResult, OverCostCeiling, fit_and_score, start_trial
+from bench.training import (CostCeiling, EpochHook, FitResult, OverCostCeiling, fit_and_score, start_trial,
+                            train_subset)
 from bench.tracking import tags as tag
 
+TRAIN_IMAGES = "train_images"  # per trial: how many training images it trained on (fewer than the split with `subset`)
+NOT_PARAMS = {"epochs", "image_size", "family", "subset"}  # what a trial logs as parameters besides its configuration
+
+
+def logged_params(logged: dict[str, str]) -> dict[str, Any]:
+    """A trial run's configuration, read back from its MLflow parameters (text) as the YAML values it was logged from."""
+    return {name: _typed(text) for name, text in logged.items() if name not in NOT_PARAMS}
+
+
+def _typed(text: str) -> Any:
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-05" as text
+        except ValueError:
+            return value
+    return value
 
 
 @dataclass
@@ -60,34 +79,47 @@ class TrialRunner(Study):
     engine does as its search starts) ends a running trial at its next epoch end: it completes with its best
     epoch so far. The space's cost ceilings (`max_mflops_per_image`, `max_seconds_per_epoch`) reject a trial
     before training or in its first epoch: it ends PRUNED with the reason, and `OverCostCeiling` propagates so that
-    the engine can tell its sampler."""
+    the engine can tell its sampler (`cost_ceiling=False`: no ceiling, for the refit of an accepted configuration).
+
+    Trials train on `train_data`: by default the dataset with its training split cut to `config.subset`
+    (bench.training.subset, the same images for every trial of the study); validation is always the whole split."""
 
     is_best: Callable[[float], bool]
     tags: dict[str, str] = field(default_factory=dict)
     on_done: Callable[[TrialOutcome], None] | None = None
     last_run_id: str = ""
     deadline: float | None = None
+    train_data: Dataset | None = None
+    cost_ceiling: bool = True
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.config.timeout:
             self.deadline = time.monotonic() + self.config.timeout
+        if self.train_data is None:
+            self.train_data = train_subset(self.dataset, self.config.subset, seed=self.config.seed)
 
     @property
     def ceiling(self) -> CostCeiling:
+        if not self.cost_ceiling:
+            return CostCeiling()
         return CostCeiling(self.space.extra.get("max_mflops_per_image"), self.space.extra.get("max_seconds_per_epoch"))
 
     def run(self, number: int, params: dict[str, Any], *, on_epoch: EpochHook | None = None,
-            prune_exceptions: tuple[type[BaseException], ...] = (), initial_weights: list | None = None) -> TrialOutcome:
-        c, cfg = self.client, self.config
+            prune_exceptions: tuple[type[BaseException], ...] = (), initial_weights: list | None = None,
+            name: str = "", note: str = "") -> TrialOutcome:
+        """Train and record trial `number` with `params`; `name` and `note` replace the run's `trial-<number>`
+        name and its one-line description (the refit has its own)."""
+        c, cfg, train = self.client, self.config, self.train_data
         started = time.perf_counter()
         start_trial(cfg.seed + number)
         run_id = tracking.start_child(
-            c, self.experiment_id, self.parent_run_id, name=f"trial-{number}",
+            c, self.experiment_id, self.parent_run_id, name=name or f"trial-{number}",
             tags={**self.tags, tag.TRIAL: str(number), tag.STATE: "RUNNING",
-                  tag.NOTE: f"Trial {number} of study {cfg.study_name}: {summarize(params, width=400)}"},
+                  tag.NOTE: note or f"Trial {number} of study {cfg.study_name}: {summarize(params, width=400)}"},
         )
         tracking.log_batch(c, run_id, params={**params, "epochs": cfg.epochs, "image_size": cfg.image_size,
-                                              "family": self.space.family})
+                                              "family": self.space.family, "subset": cfg.subset},
+                           metrics={TRAIN_IMAGES: len(train.y_train)})
         self.last_run_id = run_id
         history: list[dict[str, float]] = []
 
@@ -100,7 +132,7 @@ class TrialRunner(Study):
         measured: dict[str, float] = {}
         outcome.metrics = measured  # FLOPs per image and images/s, filled as training goes: logged in every state
         try:
-            fit = fit_and_score(params, self.dataset, family=self.space.family, epochs=cfg.epochs,
+            fit = fit_and_score(params, train, family=self.space.family, epochs=cfg.epochs,
                                 seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
                                 weights=cfg.weights, deadline=self.deadline, ceiling=self.ceiling, measured=measured,
                                 initial_weights=initial_weights)

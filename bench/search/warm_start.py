@@ -19,15 +19,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench import paths
 from bench.metrics import direction
 from bench.search.context import SearchContext
 from bench.search.space import Param, Space, defaults, load_space
+from bench.search.trial import logged_params
 from bench.tracking import tags as tag
 
-NOT_PARAMS = {"epochs", "image_size", "family"}  # what a trial logs besides its parameters
 SEARCHED = 20  # earlier trials looked at (best first) for one that the space can express
 
 
@@ -71,16 +69,6 @@ def references(space: Space, folder: Path | None = None) -> list[tuple[str, dict
     return out
 
 
-def _typed(text: str) -> Any:
-    """An MLflow parameter (text) back to the YAML value it was logged from."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads "1e-05" as text
-        except ValueError:
-            return value
-    return value
-
 
 def previous_best(ctx: SearchContext) -> tuple[str, dict[str, Any]] | None:
     """(label, values) of the best completed trial of another study on this dataset that the space can express."""
@@ -95,7 +83,7 @@ def previous_best(ctx: SearchContext) -> tuple[str, dict[str, Any]] | None:
         logged = run.data.params
         if logged.get("family") != ctx.space.family or objective not in run.data.metrics:
             continue
-        values = fit_to_space(ctx.space, {k: _typed(v) for k, v in logged.items() if k not in NOT_PARAMS})
+        values = fit_to_space(ctx.space, logged_params(logged))
         if values is not None:
             label = f"best of study {run.data.tags.get(tag.STUDY)} (trial {run.data.tags.get(tag.TRIAL)}, " \
                     f"{objective} {run.data.metrics[objective]:.4f})"

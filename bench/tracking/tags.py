@@ -12,7 +12,7 @@ def _named(*names: str) -> tuple[str, ...]:
     return tuple(PREFIX + name for name in names)
 
 
-# Runs: what a run is (ROLE: parent | invocation | trial | ensemble | benchmark | contender), and its study, engine, space and data.
+# Runs: what a run is (ROLE: parent | invocation | trial | refit | ensemble | benchmark | contender), and its study, engine, space and data.
 ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
 DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
     "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
@@ -32,11 +32,14 @@ ALIAS, CHOSEN_ON, SUPERSEDED_BY = _named("alias", "chosen_on", "superseded_by")
 # whether the fit was adopted (beat the best single trial on validation); on the parent, which fit was registered.
 MEMBERS, TTA, ADOPTED, ENSEMBLE_RUN_ID, CHAMPION_FIT = _named("members", "tta", "adopted", "ensemble_run_id",
                                                               "champion_fit")
+# Refit runs (bench.search.finish): the best configuration trained again at full budget (all of train, every epoch);
+# REFIT_OF is the run id of the trial it refits; on the parent, the refit run, whichever fit became champion.
+REFIT_OF, REFIT_RUN_ID = _named("refit_of", "refit_run_id")
 
 # Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run; an ensemble run holds
 # the study's final fit (an ensemble of its best trials and/or test-time augmentation).
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
-INVOCATION_ROLE, ENSEMBLE_ROLE = "invocation", "ensemble"
+INVOCATION_ROLE, ENSEMBLE_ROLE, REFIT_ROLE = "invocation", "ensemble", "refit"
 
 # MLflow's own.
 PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"
