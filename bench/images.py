@@ -52,14 +52,20 @@ def stain_peak(image: Image.Image) -> tuple[float, float] | None:
     rgb = np.asarray(small, dtype=np.float32)
     stain = np.maximum(rgb[..., 2] - (rgb[..., 0] + rgb[..., 1]) / 2 - STAIN_FLOOR, 0.0)
     radius = max(1, round(BLUR * min(stain.shape) / 2))
-    # Box sums from an integral image, zero outside the field: a blob cut by the edge weighs less, never more.
-    total = np.pad(stain, radius + 1).cumsum(0).cumsum(1)
     side = 2 * radius + 1
+    # Box sums from an integral image, zero outside the field: a blob cut by the edge weighs less, never more.
+    total = np.pad(np.pad(stain, radius).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = total[side:, side:] - total[:-side, side:] - total[side:, :-side] + total[:-side, :-side]
     row, col = np.unravel_index(np.argmax(sums), sums.shape)  # the first maximum: deterministic on ties
     if sums[row, col] / side**2 < MIN_STAIN:
         return None
-    return (col + 0.5) * factor, (row + 0.5) * factor
+    # The box sum is flat while the box covers a smaller blob whole: centre on the stain's mass inside the box.
+    top, left = max(0, row - radius), max(0, col - radius)
+    patch = stain[top : row + radius + 1, left : col + radius + 1]
+    weight = patch.sum()
+    y = top + (patch.sum(1) @ np.arange(patch.shape[0])) / weight
+    x = left + (patch.sum(0) @ np.arange(patch.shape[1])) / weight
+    return (x + 0.5) * factor, (y + 0.5) * factor
 
 
 def cell_box(image: Image.Image) -> tuple[int, int, int, int]:
