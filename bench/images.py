@@ -26,6 +26,7 @@ MAX_PIXELS = 64_000_000
 # <= 0, platelets up to ~40 but over a few pixels only. The stain is scored on a copy whose short side is
 # SCORE_SIDE px or more, box-blurred over a square of BLUR × the short side, so a nucleus outweighs platelets and noise.
 # A peak whose mean stain is under MIN_STAIN means no stained cell: centre crop.
+# Caches key on the mode's name: a change here that moves pixels needs a new bench.data.cache.CACHE_VERSION.
 CELL_WINDOW = 0.5
 STAIN_FLOOR, MIN_STAIN = 30.0, 4.0
 SCORE_SIDE, BLUR = 60, 0.2

@@ -13,6 +13,19 @@ group, subset the same way. The official test split is never read.
         [--rows pad:64,crop:64,cell:64,cell:64:0.6,cell:96]
 
 "load s" is the uncached decode of the whole card (12,444 images at this row's geometry), "s per run" one fit.
+
+Measured 2026-12-02 on the 2-core machine shared with two other developers (load average 5.7 at the start, 5.7-7.3
+during), `nice .venv/bin/python benchmarks/geometry_kaggle.py --fraction 0.3 --epochs 4 --seeds 0,1
+--rows crop:64,cell:64,cell:96,cell:64:0.6,crop:96` (mean ± std over the two seeds):
+
+| geometry | train / val images | val F1 macro | val accuracy | s per run | load s |
+|---|---:|---:|---:|---:|---:|
+| crop 64 px | 2,636 / 806 | 0.441 ± 0.075 | 0.544 ± 0.038 | 153 | 43 |
+| cell 64 px | 2,636 / 806 | 0.579 ± 0.004 | 0.694 ± 0.002 | 148 | 40 |
+| cell 96 px | 2,636 / 806 | 0.601 ± 0.002 | 0.712 ± 0.002 | 394 | 76 |
+| cell 64 px (window 0.6) | 2,636 / 806 | 0.576 ± 0.008 | 0.690 ± 0.011 | 142 | 73 |
+CROP96ROW
+The load times swing with the other jobs on the machine (see datasets/README.md for the per-image decode cost).
 """
 
 from __future__ import annotations
