@@ -24,7 +24,8 @@ during), `nice .venv/bin/python benchmarks/geometry_kaggle.py --fraction 0.3 --e
 | cell 64 px | 2,636 / 806 | 0.579 ± 0.004 | 0.694 ± 0.002 | 148 | 40 |
 | cell 96 px | 2,636 / 806 | 0.601 ± 0.002 | 0.712 ± 0.002 | 394 | 76 |
 | cell 64 px (window 0.6) | 2,636 / 806 | 0.576 ± 0.008 | 0.690 ± 0.011 | 142 | 73 |
-CROP96ROW
+| crop 96 px | 2,636 / 806 | 0.391 ± 0.034 | 0.520 ± 0.029 | 357 | 44 |
+
 The load times swing with the other jobs on the machine (see datasets/README.md for the per-image decode cost).
 """
 
