@@ -26,6 +26,8 @@ def test_kaggle_card_loads_with_source_counts_and_no_group_in_two_splits(tmp_pat
     start = time.perf_counter()
     cached = load("blood_cells_kaggle", image_size=64)
     cached_s = time.perf_counter() - start
+    # Printed, not asserted: a test asserts behaviour (the second load comes from the cache), a benchmark measures
+    # speed (benchmarks/near_duplicates_kaggle.py times the first and cached loads).
     print(f"Kaggle blood cells at 64 px: first load {first_s:.1f} s, cached load {cached_s:.1f} s")
 
     ds = cached.dataset
@@ -38,4 +40,3 @@ def test_kaggle_card_loads_with_source_counts_and_no_group_in_two_splits(tmp_pat
     assert 0.15 < len(ds.y_val) / (len(ds.y_train) + len(ds.y_val)) < 0.3
     assert ds.splits.groupby("group")["split"].nunique().max() == 1
     assert not ds.splits["file"].str.startswith(("test_simple/", "_original_smears/")).any()
-    assert first_s < 120 and cached_s < 10  # targets are 60 s and 5 s; slack for a busy shared machine
