@@ -28,7 +28,7 @@ from bench.data.near_duplicates_features import Features, feature_groups
 from bench.validation import check, one_of
 
 GROUP_PREFIX = "dup:"
-METHOD = 2  # recorded in the options (so in the fingerprint); bump when the grouping changes
+METHOD = 3  # recorded in the options (so in the fingerprint); bump when the grouping changes
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ the check that two images show the same field.
 and ORB keypoints of the grey image and of its mirror (ORB is rotation invariant, so the mirror covers
 both flips), strongest first. `same_field` matches the descriptors (cross-checked) and keeps the pair when
 an affine RANSAC finds enough inliers: rotation, shift, shear and flips all pass, different fields do not.
+`Overlaps.partial` joins two groups whose fields overlap only partly (two smears of neighbouring fields):
+several of their least-augmented images agree on one rotation + shift over close descriptor matches.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from bench.images import to_rgb8
@@ -152,9 +155,11 @@ CLOSE = 48  # Hamming bits: only close descriptor matches count towards a partia
 PARTIAL_INLIERS, AGREE, PARTIAL_TOTAL, SHIFT_PX = 5, 2, 12, 8.0
 
 
-def _hull_area(f: Features, i: int) -> float:
-    p = f.points[i, 0, :f.counts[i, 0]].astype(np.float32)
-    return float(cv2.contourArea(cv2.convexHull(p))) if len(p) >= 3 else 0.0
+def hull_areas(f: Features) -> np.ndarray:
+    """Area of each image's keypoint hull: the black fill of a rotation or shift holds no keypoints, so
+    the widest hull marks the least-augmented copy."""
+    return np.array([cv2.contourArea(cv2.convexHull(f.points[i, 0, :n].astype(np.float32))) if n >= 3 else 0.0
+                     for i, n in enumerate(f.counts[:, 0].tolist())])
 
 
 class Overlaps:
@@ -165,17 +170,16 @@ class Overlaps:
     several pairs (>= AGREE, >= PARTIAL_TOTAL inliers together, centres within SHIFT_PX); chance matches
     between distinct smears (a nucleus, fill corners) scatter."""
 
-    def __init__(self, checker: Checker, labels: np.ndarray):
-        self.checker, self.labels, self.frames = checker, labels, {}
+    def __init__(self, checker: Checker, labels: np.ndarray, areas: np.ndarray):
+        self.checker, self.labels, self.areas, self.frames = checker, labels, areas, {}
         self.centre = np.array([SIDE / 2, SIDE * 3 / 8, 1.0])
 
     def _frames(self, group: int) -> list[list[tuple[int, int, np.ndarray]]]:
         """Per mirror sense h: (image, side, map onto the first representative's side h)."""
         if group not in self.frames:
-            f, rigid = self.checker.f, self.checker.rigid
+            rigid = self.checker.rigid
             members = np.flatnonzero(self.labels == group)
-            areas = [_hull_area(f, i) for i in members]
-            reps = members[np.argsort(areas, kind="stable")[::-1][:REPRESENTATIVES]].tolist()
+            reps = members[np.argsort(self.areas[members], kind="stable")[::-1][:REPRESENTATIVES]].tolist()
             frames = []
             for h in (0, 1):
                 frame = [(reps[0], h, np.eye(3))]
@@ -270,8 +274,10 @@ def _votes(f: Features, reps: np.ndarray, owners: np.ndarray) -> list[tuple[int,
 def feature_groups(f: Features) -> np.ndarray:
     """Group label (int64, 0..k-1) per image. Stage 1 links each image to those of its NEIGHBOURS nearest
     histograms that pass `Checker.same_field` (pairs already in one group are not checked, so ~1 check
-    per image). Stage 2 joins groups whose representatives share >= VOTES ratio-test descriptor matches
-    and pass the same check: overlapping fields, and copies of one field that stage 1 left apart."""
+    per image). Stage 2 joins groups whose representatives (the first and the least-augmented image of
+    each) share >= VOTES ratio-test descriptor matches and either pass the same check (copies of one field
+    that stage 1 left apart, largely overlapping fields) or `Overlaps.partial` (fields that overlap only
+    partly: few inliers each, but one consistent rotation + shift)."""
     n = len(f)
     if n < 2:
         return np.zeros(n, np.int64)
@@ -281,10 +287,10 @@ def feature_groups(f: Features) -> np.ndarray:
         ra, rb = groups.find(a), groups.find(b)
         if ra != rb and checker.same_field(a, b):
             groups.parent[ra] = rb
-    first = groups.labels()
-    overlaps = Overlaps(checker, first)
+    first, areas = groups.labels(), hull_areas(f)
+    overlaps = Overlaps(checker, first, areas)
     _, firsts = np.unique(first, return_index=True)
-    widest = [max(np.flatnonzero(first == g), key=lambda i: _hull_area(f, i)) for g in range(len(firsts))]
+    widest = pd.Series(areas).groupby(first).idxmax().to_numpy()
     reps = np.unique(np.r_[firsts, widest])
     for a, b in _votes(f, reps, first[reps]):
         ra, rb = groups.find(a), groups.find(b)
