@@ -281,6 +281,7 @@ def feature_groups(f: Features) -> np.ndarray:
     n = len(f)
     if n < 2:
         return np.zeros(n, np.int64)
+    cv2.setRNGSeed(0)  # RANSAC draws: the same features give the same groups, whatever ran before
     groups, checker = _Groups(n), Checker(f)
     i, j, _ = _nearest(f.hist.astype(np.float32), min(NEIGHBOURS, n - 1))
     for a, b in zip(i.tolist(), j.tolist()):
