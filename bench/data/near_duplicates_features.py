@@ -192,6 +192,10 @@ class Overlaps:
         return self.frames[group]
 
     def partial(self, ga: int, gb: int) -> bool:
+        """Either way round: matching and RANSAC are not symmetric, and a weak overlap may pass one way."""
+        return self._partial(ga, gb) or self._partial(gb, ga)
+
+    def _partial(self, ga: int, gb: int) -> bool:
         a_frames, (b_frame, _) = self._frames(ga), self._frames(gb)
         for a_frame in a_frames:
             maps = []
