@@ -9,10 +9,10 @@ joins groups whose representatives share descriptor votes and pass the same chec
 check (several least-augmented images of each agree on one rotation + shift).
 
 Measured on the Kaggle blood-cells folder (12,444 Keras `ImageDataGenerator` copies of 325 provenance
-groups; `benchmarks/near_duplicates_kaggle.py`, details in `datasets/README.md`): ARI 0.959, pair
-precision 0.983 / recall 0.936, 327 groups; no source smear split, 4 overlapping-field pairs of smears
-left apart, so 20 random 80/20 group carves put 1.4 true groups on both sides on average; a first
-64 px load 147 s wall (74.4 s CPU; grouping 16.9 s CPU of it) at load 5.9, cached 0.7 s, on 2 shared cores.
+groups; `benchmarks/near_duplicates_kaggle.py`, details in `datasets/README.md`): ARI 0.982, pair
+precision 0.984 / recall 0.980, 326 groups; no source smear split, 3 overlapping-field pairs of smears
+left apart, so 20 random 80/20 group carves put 0.85 true groups on both sides on average; a first
+64 px load 72 s wall (81.9 s CPU; grouping 17.0 s CPU of it) at load 3.3, cached 0.8 s, on 2 shared cores.
 """
 
 from __future__ import annotations
