@@ -28,11 +28,11 @@ def data_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def cell_field(seed: int) -> Image.Image:
+def cell_field(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
     """A random 'smear': pale background, 15 soft red discs, one purple blob, and a grain a few pixels
     wide (the texture ORB keypoints need; it survives JPEG)."""
     rng = np.random.default_rng(seed)
-    w, h = SIZE
+    w, h = size
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
     img = np.empty((h, w, 3))
     img[:] = rng.uniform(200, 235, 3)
@@ -129,6 +129,20 @@ def test_keras_style_copies_are_the_same_field_and_distinct_smears_are_not():
                 assert checker.inliers(k, other) < ndf.INLIERS and checker.inliers(4 + 6 * k, other) < ndf.INLIERS
     truth = np.r_[np.arange(4), np.repeat(np.arange(4), 6)]
     assert adjusted_rand_score(truth, ndf.feature_groups(f)) == 1.0
+
+
+def test_two_smears_of_overlapping_halves_of_one_field_are_one_group_and_distinct_fields_are_not():
+    w, h = SIZE
+    field = cell_field(3000, (w * 3 // 2, h))  # two smears photograph its left and right two thirds
+    left, right = field.crop((0, 0, w, h)), field.crop((w // 2, 0, w * 3 // 2, h))
+    rng = np.random.default_rng(0)
+    sources = [left, right, cell_field(3001), cell_field(3002)]
+    images = [copy for source in sources for copy in [source] + [keras_copy(source, rng) for _ in range(5)]]
+    f = features(images)
+    assert adjusted_rand_score(np.repeat([0, 0, 1, 2], 6), ndf.feature_groups(f)) == 1.0
+    overlaps = ndf.Overlaps(ndf.Checker(f), np.repeat(np.arange(4), 6), ndf.hull_areas(f))  # a group per smear
+    assert overlaps.partial(0, 1) and overlaps.partial(1, 0)
+    assert not any(overlaps.partial(a, b) for a, b in ((0, 2), (1, 3), (2, 3), (3, 0)))
 
 
 def test_features_leave_the_image_alone_and_read_any_mode_and_size():
