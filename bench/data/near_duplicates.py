@@ -30,7 +30,7 @@ from bench.data.near_duplicates_features import Features, feature_groups
 from bench.validation import check, one_of
 
 GROUP_PREFIX = "dup:"
-METHOD = 3  # recorded in the options (so in the fingerprint); bump when the grouping changes
+METHOD = 4  # recorded in the options (so in the fingerprint); bump when the grouping changes
 
 
 @dataclass(frozen=True)

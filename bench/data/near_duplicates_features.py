@@ -179,7 +179,14 @@ class Overlaps:
         if group not in self.frames:
             rigid = self.checker.rigid
             members = np.flatnonzero(self.labels == group)
-            reps = members[np.argsort(self.areas[members], kind="stable")[::-1][:REPRESENTATIVES]].tolist()
+            reps, seen = [], set()
+            for m in members[np.argsort(self.areas[members], kind="stable")[::-1]].tolist():
+                key = self.checker.f.desc[m].tobytes()  # identical copies are one piece of evidence, not several
+                if key not in seen:
+                    seen.add(key)
+                    reps.append(m)
+                if len(reps) == REPRESENTATIVES:
+                    break
             frames = []
             for h in (0, 1):
                 frame = [(reps[0], h, np.eye(3))]
