@@ -163,6 +163,7 @@ def test_contender_registry_names_are_unique_and_the_default_set_has_every_kind(
     ({"budget": "2.5"}, "The 'budget' parameter must be a whole number of epochs or trials"),
     ({"budget_unit": "hours"}, "The 'budget_unit' parameter must be one of trials, epochs, seconds"),
     ({"repeats": "0"}, "The 'repeats' parameter must be an integer >= 1"),
+    ({"image_size": "8"}, "The 'image_size' parameter must be 0 (the dataset card's) or an integer in [16, 1024]"),
     ({"epochs": "two"}, "The 'epochs' parameter must be of type int. Got 'two' instead."),
     ({"colour": "red"}, "unknown parameter 'colour'"),
     ({"weights": "mobilenet_v2=,resnet50=imagenet"}, "The 'weights' parameter must be none, imagenet, a path, or backbone=value"),
@@ -180,6 +181,14 @@ def test_every_mlproject_benchmark_parameter_reaches_the_command_and_the_config(
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"], name
     defaults = {k: v["default"] for k, v in entry["parameters"].items()}
     assert benchmark.make_benchmark_config(**{k: str(v) for k, v in defaults.items()}) == benchmark.BenchmarkConfig()
+
+
+def test_image_size_0_is_the_dataset_cards_else_the_shrunk_32_px(tmp_path) -> None:
+    card = tmp_path / "cells.yaml"
+    card.write_text("name: cells\nroot: .\nlayout: class_folders\nimage_size: 48\n")
+    assert benchmark.make_benchmark_config(data=str(card)).image_size == 48
+    assert benchmark.make_benchmark_config(data=str(card), image_size="40").image_size == 40
+    assert benchmark.make_benchmark_config().image_size == 32  # the synthetic default has no card
 
 
 def test_weights_apply_to_every_backbone_or_per_backbone() -> None:

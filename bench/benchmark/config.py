@@ -7,11 +7,13 @@ from typing import Any
 
 from bench.benchmark.contenders import select
 from bench.errors import ConfigError
+from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from bench.metrics import OBJECTIVES
 from bench.search import ENGINES
 from bench.search.budget import UNITS as BUDGET_UNITS, UNLIMITED_TRIALS
 from bench.validation import Rules, at_least, check, make, message, one_of, satisfies
 
+SHRUNK_IMAGE_SIZE = 32  # data without a card (the synthetic default among them) load this small, to fit 15 minutes
 BUDGET_RULE = "a whole number of epochs or trials >= 1, or seconds > 0 with budget_unit=seconds"
 
 
@@ -19,7 +21,7 @@ BUDGET_RULE = "a whole number of epochs or trials >= 1, or seconds > 0 with budg
 class BenchmarkConfig:
     # Shrunk so that 3 seeds of the default set finish within 15 minutes on 2 CPU cores: 800 synthetic images at 32 px.
     data: str = "synthetic?n_per_class=100"
-    image_size: int = 32
+    image_size: int = 0  # 0 = the dataset card's image_size, else SHRUNK_IMAGE_SIZE
     epochs: int = 3  # per reference fit and per search trial
     # Per search contender and seed: 18 epochs is 6 full trials (more with pruning), 3 of them TPE's random start-up.
     budget: float = 18.0
@@ -47,6 +49,9 @@ class BenchmarkConfig:
             raise ConfigError(f"contenders {', '.join(unable)} cannot stop on a budget in {self.budget_unit}: choose "
                               f"another budget_unit, or contenders without them")
         weights_for(self.weights, None)
+        if self.image_size == 0:  # after the checks: a bad parameter answers before the data stack loads
+            from bench.data.loading import default_image_size
+            object.__setattr__(self, "image_size", default_image_size(self.data, SHRUNK_IMAGE_SIZE))
 
     @property
     def seeds(self) -> list[int]:
@@ -62,6 +67,8 @@ class BenchmarkConfig:
 RULES: Rules = (
     ("budget", satisfies(lambda v: isinstance(v, (int, float)) and v > 0, BUDGET_RULE)),
     ("budget_unit", one_of(BUDGET_UNITS)),
+    ("image_size", satisfies(lambda v: v == 0 or MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE,
+                             f"0 (the dataset card's) or an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]")),
     ("epochs", at_least(1)),
     ("repeats", at_least(1)),
     ("n_bootstrap", at_least(100)),

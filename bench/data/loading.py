@@ -36,9 +36,9 @@ SPLIT_COLUMNS = ["file", "class", "group", "split"]
 DEFAULT_IMAGE_SIZE = 64  # when neither the caller nor the dataset card names one
 
 
-def default_image_size(data: str) -> int:
-    """The side `data` loads at when the caller names none: its dataset card's `image_size`, else 64."""
-    return card_image_size(dups.data_option(data)[0]) or DEFAULT_IMAGE_SIZE
+def default_image_size(data: str, fallback: int = DEFAULT_IMAGE_SIZE) -> int:
+    """The side `data` loads at when the caller names none: its dataset card's `image_size`, else `fallback`."""
+    return card_image_size(dups.data_option(data)[0]) or fallback
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
