@@ -13,6 +13,7 @@ from bench.metrics import direction
 from bench.search.progress import Progress
 from bench.search.trial import Study, TrialRunner
 from bench.tracking import tags as tag
+from bench.training import subset_size
 
 
 @dataclass
@@ -26,6 +27,11 @@ class SearchContext(Study):
     def runner(self, is_best: Callable[[float], bool]) -> TrialRunner:
         return TrialRunner(self.config, self.dataset, self.space, self.client, self.experiment_id, self.parent_run_id,
                            is_best=is_best, tags={**self.tags, tag.ROLE: tag.TRIAL_ROLE}, on_done=self.progress.done)
+
+    @property
+    def trial_images(self) -> int:
+        """Training images per epoch of a trial (a `subset` of the training split, or all of it): the budget's unit."""
+        return subset_size(self.dataset, self.config.subset, seed=self.config.seed)
 
     def better(self, a: float, b: float) -> bool:
         return direction(self.config.objective).better(a, b)

@@ -57,10 +57,17 @@ def train_subset(dataset: Dataset, fraction: float, *, seed: int) -> Dataset:
                                splits_fingerprint=f"{dataset.splits_fingerprint}|subset {fraction:g} seed {seed}")
 
 
+def subset_size(dataset: Dataset, fraction: float, *, seed: int) -> int:
+    """How many training images each trial sees: what a study's budget counts as one epoch's images."""
+    if fraction >= 1.0:
+        return len(dataset.y_train)
+    return len(subset_rows(dataset.y_train, train_groups(dataset), fraction, seed))
+
+
 def subset_words(dataset: Dataset, fraction: float, *, seed: int) -> str:
     """What the study line says: `each trial trains on 30% of the training split (2,326 of 7,753 images, fixed for
     the study)`; "" for the whole split."""
     if fraction >= 1.0:
         return ""
-    kept, total = len(subset_rows(dataset.y_train, train_groups(dataset), fraction, seed)), len(dataset.y_train)
+    kept, total = subset_size(dataset, fraction, seed=seed), len(dataset.y_train)
     return f"each trial trains on {fraction:.0%} of the training split ({kept:,} of {total:,} images, fixed for the study)"

@@ -140,7 +140,7 @@ def _spent_epochs(oracle: kt.Oracle) -> int:
 def run(ctx: SearchContext) -> None:
     config = ctx.config
     state: dict[str, Any] = {"best": None, "reason": ""}
-    budget = Budget.of(config, len(ctx.dataset.y_train))
+    budget = Budget.of(config, ctx.trial_images)
 
     def is_best(value: float) -> bool:
         return state["best"] is None or ctx.better(value, state["best"])

@@ -230,7 +230,7 @@ def run(ctx: SearchContext) -> None:
 
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     stopper, target = _StopAfterFailures(config.max_consecutive_failures), _StopAtTarget(config.trials, retries)
-    budget = _StopOnBudget(Budget.of(config, len(ctx.dataset.y_train), trials=_claimed(study), epochs=_epochs(study)))
+    budget = _StopOnBudget(Budget.of(config, ctx.trial_images, trials=_claimed(study), epochs=_epochs(study)))
     if config.workers != 1:  # only a coordinator gets here: worker processes or other machines run the trials
         print(f"study {config.study_name}: {done} of {config.trials} trials finished"
               + (f" by {config.workers} workers" if config.workers > 1 else ""), flush=True)
