@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     values = dict(data=args.data, space=args.space, trials=UNLIMITED_TRIALS, timeout=checkpoints[-1] * 60,
                   epochs=args.epochs, weights=args.weights, seed=args.seed, experiment=args.experiment,
-                  register="false", storage=str(work / "optuna.journal"),
+                  register="false", refit="never", ensemble="false",  # it scores trials, so it trains nothing after
+                  storage=str(work / "optuna.journal"),
                   study=f"tta-{args.space}-{dt.datetime.now():%Y%m%d%H%M%S}")
     if args.image_size:
         values["image_size"] = args.image_size
