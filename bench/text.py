@@ -11,6 +11,11 @@ def one_line(exc: BaseException, *, limit: int = 500, typed: bool = True) -> str
     return (f"{type(exc).__name__}: {text}" if typed else text)[:limit]
 
 
+def count(n: int, noun: str) -> str:
+    """`1 epoch`, `10 epochs`: a number and its noun, plural unless one."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}:{secs:02d}"

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bench.text import count
+
 if TYPE_CHECKING:
     from bench.search.config import SearchConfig
 
@@ -36,7 +38,7 @@ def budget_words(config: SearchConfig) -> str:
     trials = f"{config.trials} trials" if config.trials < UNLIMITED_TRIALS else "trials"
     limits = [f"{config.epoch_budget} epochs in all" if config.epoch_budget else "",
               f"deadline {config.timeout:g} s" if config.timeout else ""]
-    return ", ".join([f"{trials} of {config.epochs} epoch{'s' if config.epochs != 1 else ''}", *filter(None, limits)])
+    return ", ".join([f"{trials} of {count(config.epochs, 'epoch')}", *filter(None, limits)])
 
 
 def affordable_trials(config: SearchConfig) -> int:

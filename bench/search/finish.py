@@ -43,7 +43,7 @@ from bench.search.context import SearchContext, SearchResult
 from bench.search.ensemble import final_fit, load_keras_model
 from bench.search.progress import summary_table
 from bench.search.trial import TRAIN_IMAGES, TrialRunner, logged_params
-from bench.text import one_line
+from bench.text import count, one_line
 from bench.tracking import tags as tag
 from bench.training import predict_proba
 
@@ -112,22 +112,18 @@ def _count(row: pd.Series, name: str, default: int) -> int:
     return int(value) if value is not None and pd.notna(value) else default
 
 
-def _epochs(n: int) -> str:
-    return f"{n} epoch{'s' if n != 1 else ''}"
-
-
 def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
     """The best trial's configuration at full budget (see the module), and a note for the champion's label when
     there is none: `already full budget`, `refit off` or `refit failed`."""
     config, ds, number = ctx.config, ctx.dataset, int(best["trial"])
     n_train, epochs = len(ds.y_train), config.epochs
     trained, images = _count(best, "epochs_run", epochs), _count(best, TRAIN_IMAGES, n_train)
-    label = f"refit of trial {number} at {_epochs(epochs)} on all {n_train:,} training images"
+    full = f"{count(epochs, 'epoch')} on all {n_train:,} training images"
+    label = f"refit of trial {number} at {full}"
     if config.refit == "never":
         return None, "refit off"
     if trained >= epochs and images >= n_train:
-        print(f"no refit: trial {number} already ran at full budget ({_epochs(epochs)} on all {n_train:,} training "
-              "images)", flush=True)
+        print(f"no refit: trial {number} already ran at full budget ({full})", flush=True)
         return None, "already full budget"
     earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
         tag.ROLE: tag.REFIT_ROLE, tag.STUDY: config.study_name, tag.REFIT_OF: best["run_id"], tag.STATE: "COMPLETE"})
@@ -141,8 +137,8 @@ def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
     passed = time.perf_counter() - ctx.progress.started >= config.timeout
     after = ("" if not config.timeout else f" after the search's {config.timeout:g} s deadline" if passed
              else f" (the search's {config.timeout:g} s deadline does not bind it)")
-    print(f"refit: trial {number} trained {search_fit}; it trains again{after}, {_epochs(epochs)} on all {n_train:,} "
-          f"training images (refit=never skips this)", flush=True)
+    print(f"refit: trial {number} trained {search_fit}; it trains again{after}, {full} (refit=never skips this)",
+          flush=True)
     runner = TrialRunner(dataclasses.replace(config, subset=1.0, timeout=0.0), ds, ctx.space, ctx.client,
                          ctx.experiment_id, ctx.parent_run_id, is_best=lambda _: True, cost_ceiling=False,
                          tags={**ctx.tags, tag.ROLE: tag.REFIT_ROLE, tag.REFIT_OF: best["run_id"],
