@@ -107,7 +107,7 @@ def evaluate(fit: Fit, ds: Dataset, c: MlflowClient) -> Fit:
     return fit
 
 
-def _count(row: pd.Series, name: str, default: int) -> int:
+def _row_int(row: pd.Series, name: str, default: int) -> int:
     value = row.get(name)
     return int(value) if value is not None and pd.notna(value) else default
 
@@ -117,7 +117,7 @@ def refit(ctx: SearchContext, best: pd.Series) -> tuple[Fit | None, str]:
     there is none: `already full budget`, `refit off` or `refit failed`."""
     config, ds, number = ctx.config, ctx.dataset, int(best["trial"])
     n_train, epochs = len(ds.y_train), config.epochs
-    trained, images = _count(best, "epochs_run", epochs), _count(best, TRAIN_IMAGES, n_train)
+    trained, images = _row_int(best, "epochs_run", epochs), _row_int(best, TRAIN_IMAGES, n_train)
     full = f"{count(epochs, 'epoch')} on all {n_train:,} training images"
     label = f"refit of trial {number} at {full}"
     if config.refit == "never":
@@ -219,7 +219,7 @@ def finish(ctx: SearchContext) -> SearchResult:
     single = champion if champion.model is not None else trial
     log_insight(c, parent, single.model, ds, single.test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
-    images, n_train = _count(best, TRAIN_IMAGES, len(ds.y_train)), len(ds.y_train)
+    images, n_train = _row_int(best, TRAIN_IMAGES, len(ds.y_train)), len(ds.y_train)
     share = f" (trained on {images:,} of {n_train:,} training images)" if images < n_train else ""
     print(f"\nbest trial {number}{share}: {scores(config, trial.val_value, test_metrics)}", flush=True)
     if again:
