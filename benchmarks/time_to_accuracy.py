@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", default="")
     parser.add_argument("--epochs", default="10")
     parser.add_argument("--seed", default="0")
+    parser.add_argument("--pruner", default="median")
     parser.add_argument("--workdir", default="time_to_accuracy")
     parser.add_argument("--experiment", default="time-to-accuracy")
     args = parser.parse_args(argv)
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.training import predict_proba
 
     values = dict(data=args.data, space=args.space, trials=UNLIMITED_TRIALS, timeout=checkpoints[-1] * 60,
-                  epochs=args.epochs, weights=args.weights, seed=args.seed, experiment=args.experiment,
+                  epochs=args.epochs, weights=args.weights, seed=args.seed, pruner=args.pruner,
+                  experiment=args.experiment,
                   register="false", refit="never", ensemble="false",  # it scores trials, so it trains nothing after
                   storage=str(work / "optuna.journal"),
                   study=f"tta-{args.space}-{dt.datetime.now():%Y%m%d%H%M%S}")

@@ -6,6 +6,7 @@ so that listing the names (to validate `--sampler`) costs nothing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,6 +66,17 @@ def median(c: SearchConfig) -> BasePruner:
 
     # Two finished trials are enough of a yardstick: on 10-trial studies a third unpruned dud costs a minute.
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, c.epochs // 4))
+
+
+@PRUNERS.decorator("patient")
+def patient(c: SearchConfig) -> BasePruner:
+    import optuna
+
+    # The median pruner, asked only once a trial has stopped improving: a curve that starts low but still climbs
+    # (fine-tuning a backbone, heavy augmentation) is not judged on its first epochs. Optuna marks it experimental.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.PatientPruner(median(c), patience=1)
 
 
 @PRUNERS.decorator("hyperband")
