@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -47,16 +49,40 @@ def _tracking_uri_follows_environment():
     yield
 
 
+_TEMPLATE_STORE: list[Path] = []  # one migrated empty store per test session
+
+
+def store_uri(folder: Path) -> str:
+    """The URI of a new, empty MLflow sqlite store in `folder`: a copy of a store migrated once per session, since
+    migrating a fresh one costs 1.6 s in process and ~6 s in a new process (../shared/NOTES.md), a hundred times
+    over in this suite. The copy's Default experiment keeps its artifacts under `folder`, as a fresh store's would."""
+    import tempfile
+
+    if not _TEMPLATE_STORE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="hemabench-store-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
+        _TEMPLATE_STORE.append(template)
+    db = folder / "mlflow.db"
+    shutil.copyfile(_TEMPLATE_STORE[0], db)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    (str(folder / "mlruns" / "0"),))
+    con.close()
+    return f"sqlite:///{db}"
+
+
 def isolate(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point MLflow (sqlite), the decode cache and the working directory at `folder`."""
     monkeypatch.chdir(folder)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(folder))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(folder / "cache"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     return folder
 
 

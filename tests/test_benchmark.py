@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import mlflow
@@ -17,7 +18,7 @@ from bench.benchmark import runner
 from bench import paths
 from bench.errors import ConfigError
 from bench.search import load_space
-from tests.conftest import TINY_DATA
+from tests.conftest import TINY_DATA, store_uri
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro")
 CSV_COLUMNS = {"contender", "kind", "seed", "val_f1_macro", "val_test_gap_f1", "test_ece", "train_seconds", "wall_seconds",
@@ -39,10 +40,10 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchmark")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", store_uri(root))
         patch.setenv("BENCH_CACHE_DIR", str(root / "cache"))
         patch.delenv("MLFLOW_RUN_ID", raising=False)
-        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         config = benchmark.make_benchmark_config(
             data=TINY_DATA, image_size="32", epochs="1", budget="2", repeats="2",
             contenders=",".join(["null_model", "keras_sequential_cnn", *SEARCHES]), experiment="tests",

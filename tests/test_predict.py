@@ -20,6 +20,7 @@ from bench import images
 from bench.serving import predict
 from bench.errors import ConfigError
 from bench.serving import KERAS_FILE, log_model
+from tests.conftest import store_uri
 
 SIZE = 16
 CLASSES = ["lymphocyte", "monocyte", "platelet"]
@@ -37,8 +38,8 @@ def registered(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).save(root / name, fmt)
     (root / "notes.png").write_text("not an image")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")  # an earlier test may have set another globally
+        patch.setenv("MLFLOW_TRACKING_URI", store_uri(root))
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # an earlier test may have set another globally
         experiment = mlflow.create_experiment("predict", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             log_model(model, class_names=CLASSES, image_size=SIZE, registered_model_name="cells")

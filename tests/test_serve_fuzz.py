@@ -10,6 +10,7 @@ import requests
 
 from benchmarks.serve_fuzz import fuzz, tiny_server
 from benchmarks.serve_load import load
+from tests.conftest import store_uri
 
 
 
@@ -17,7 +18,7 @@ from benchmarks.serve_load import load
 def url(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve-fuzz")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", store_uri(root))
         try:
             with tiny_server(root) as base:
                 yield base

@@ -28,6 +28,7 @@ from bench.serving.pyfunc import (
     predictions_frame,
 )
 from bench.serving.server import log_model, serve, without_optimizer
+from tests.conftest import store_uri
 
 SIZE = 16
 CLASSES = ["basophil", "eosinophil", "neutrophil"]
@@ -188,7 +189,7 @@ def test_log_model_refuses_class_names_that_do_not_match_the_outputs():
 def served(tmp_path_factory):
     """A tiny model registered in a temporary sqlite store, served on a free loopback port."""
     root = tmp_path_factory.mktemp("serving")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = store_uri(root)
     model = tiny_model()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
