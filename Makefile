@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXPERIMENT ?= hemabench
 ARGS ?=
+# Test processes: the suite is mostly one-core work (Python, MLflow, process start-up), so 2 halve it on 2 cores.
+# Each test file runs whole in one process (its module fixtures are built once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: venv search test benchmark ui clean
 
@@ -29,7 +32,7 @@ ui: venv
 	$(BIN)/python -m bench ui --experiment $(EXPERIMENT) $(ARGS)
 
 test: venv
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 clean:
 	rm -rf mlflow.db mlruns optuna.journal optuna.journal.lock .pytest_cache
