@@ -9,6 +9,10 @@ checkpoint, with the command, date and machine.
     python benchmarks/time_to_accuracy.py --data datasets/blood_cells_kaggle.yaml --space mobilenet_v2 \\
         --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --minutes 10,30,60
 
+With `--finish`, the search then runs its own finish as `make search` does (the refit of the best configuration
+at full budget when it trained on less, and the greedy ensemble adopted only when it wins on validation), registers
+the champion, and one more row scores that champion on the test split, at the minute the search ended.
+
 Tracking goes to `MLFLOW_TRACKING_URI` (default: sqlite under `--workdir`), so the study can be opened in the UI.
 """
 
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", default="10")
     parser.add_argument("--seed", default="0")
     parser.add_argument("--pruner", default="median")
+    parser.add_argument("--finish", action="store_true", help="refit and ensemble after the deadline, as `search` does")
     parser.add_argument("--workdir", default="time_to_accuracy")
     parser.add_argument("--experiment", default="time-to-accuracy")
     args = parser.parse_args(argv)
@@ -56,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     values = dict(data=args.data, space=args.space, trials=UNLIMITED_TRIALS, timeout=checkpoints[-1] * 60,
                   epochs=args.epochs, weights=args.weights, seed=args.seed, pruner=args.pruner,
                   experiment=args.experiment,
-                  register="false", refit="never", ensemble="false",  # it scores trials, so it trains nothing after
+                  # Without --finish it scores trials, so it trains nothing after the deadline.
+                  **(dict(register="true", registered_model=f"tta-{args.space}") if args.finish else
+                     dict(register="false", refit="never", ensemble="false")),
                   storage=str(work / "optuna.journal"),
                   study=f"tta-{args.space}-{dt.datetime.now():%Y%m%d%H%M%S}")
     if args.image_size:
@@ -71,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = runs[runs["tags.hemabench.state"] == "COMPLETE"]
     objective = f"metrics.{config.objective}"
     rows = []
+
+    def row(minutes: str, champion: str, done: int, val: float, model) -> str:
+        prob = predict_proba(model, dataset.x_test)
+        ci = bootstrap_intervals(dataset.y_test, prob, groups=dataset.groups_test, n_resamples=1000)
+        acc, f1 = ci["accuracy"], ci["f1_macro"]
+        return (f"| {minutes} | {champion} | {done} | {val:.3f} | {acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] | "
+                f"{f1.value:.3f} [{f1.low:.3f}, {f1.high:.3f}] | {val - f1.value:+.3f} |")
+
     for minutes in checkpoints:
         done = runs[runs["end_time"] <= start + pd.Timedelta(minutes=minutes)]
         with_model = done[done["tags.hemabench.model_uri"].fillna("") != ""] if len(done) else done
@@ -78,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {minutes:g} | – | {len(done)} | – | – | – | – |")
             continue
         best = with_model.sort_values(objective, ascending=False).iloc[0]
-        prob = predict_proba(load_keras_model(best["tags.hemabench.model_uri"]), dataset.x_test)
-        ci = bootstrap_intervals(dataset.y_test, prob, groups=dataset.groups_test, n_resamples=1000)
-        acc, f1 = ci["accuracy"], ci["f1_macro"]
-        val = float(best[objective])
-        rows.append(f"| {minutes:g} | {best['tags.hemabench.trial']} | {len(done)} | {val:.3f} | "
-                    f"{acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] | {f1.value:.3f} [{f1.low:.3f}, {f1.high:.3f}] | "
-                    f"{val - f1.value:+.3f} |")
+        rows.append(row(f"{minutes:g}", best["tags.hemabench.trial"], len(done), float(best[objective]),
+                        load_keras_model(best["tags.hemabench.model_uri"])))
+    if args.finish and result.model_version:
+        c = mlflow.MlflowClient()
+        version = c.get_model_version(config.registered_model, result.model_version)
+        label = c.get_run(result.parent_run_id).data.tags["hemabench.champion_fit"]
+        rows.append(row(f"{result.seconds / 60:.0f} (finished)", label, len(runs),
+                        float(version.tags[config.objective]), load_keras_model(version.source)))
     print(f"\n{args.space} on {dataset.name} ({config.image_size} px), {dt.date.today()}, "
           f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}), command: python "
           f"{' '.join([sys.argv[0], *(argv or sys.argv[1:])])}")
