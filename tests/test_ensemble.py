@@ -167,12 +167,14 @@ def test_tta_serves_the_mean_over_the_eight_dihedral_copies_and_changes_nothing_
                                atol=1e-6)
 
 
-def test_a_search_with_ensemble_logs_every_complete_trial_and_registers_the_fit_it_names(tracking: Path) -> None:
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_a_search_with_ensemble_logs_every_complete_trial_and_registers_the_fit_it_names(tracking: Path,
+                                                                                         engine: str) -> None:
     from bench import search
     from bench.tracking import tags as tag
     from tests.conftest import children
 
-    result = search.run(tiny_config(tracking, ensemble=True, seed=1))
+    result = search.run(tiny_config(tracking, ensemble=True, seed=1, engine=engine, tuner="random"))
     c = MlflowClient()
     trials = [r for r in children(c, result.parent_run_id) if r.data.tags[tag.STATE] == "COMPLETE"]
     assert trials and all(tag.MODEL_URI in r.data.tags for r in trials)  # not only the best-so-far's model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from optuna.trial import TrialState
 from bench.search import workers
 from bench.search import make_config
 from bench.search.engines.optuna_storage import make_storage
+from bench.tracking import tags as tag
 from tests import searchproc
 
 pytestmark = pytest.mark.slow
@@ -34,6 +36,18 @@ def check_one_study_two_workers(c: MlflowClient, storage: str, study_name: str, 
     assert {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials} == {
         int(r.data.tags["hemabench.trial"]): r.info.run_id for r in runs}
     assert len(c.search_model_versions("name='tests-model'")) == 1
+    # The final fit (the ensemble, on by default) ran once, in the coordinator, over the study's trials from both
+    # workers, and the registered version is the fit the parent names: the ensemble when adopted, else a trial.
+    (fit,) = c.search_runs([parent.info.experiment_id], f"tags.`hemabench.study` = '{study_name}' and "
+                                                        f"tags.`hemabench.role` = '{tag.ENSEMBLE_ROLE}'")
+    assert fit.info.run_id == parent.data.tags[tag.ENSEMBLE_RUN_ID]
+    members = {int(m["trial"]) for m in json.loads(fit.data.tags[tag.MEMBERS])}
+    assert fit.info.status == "FINISHED" and members and members <= set(range(trials))
+    (version,) = c.search_model_versions("name='tests-model'")
+    if fit.data.tags[tag.ADOPTED] == "true":
+        assert version.run_id == fit.info.run_id and parent.data.tags[tag.CHAMPION_FIT].startswith("ensemble")
+    else:
+        assert version.run_id in {r.info.run_id for r in runs}
 
 
 def test_two_workers_share_a_journal_study_and_each_trial_runs_once(tracking: Path) -> None:
