@@ -11,7 +11,8 @@ never updated), as Keras's transfer-learning guide advises for fine-tuning. Meas
 (MobileNetV2, 96 px input, freeze 0.85, the same parameters and seed): with the unfrozen BatchNorm layers training,
 validation macro-F1 was 0.153 after epoch 1 and 0.649 after 10 (their moving averages, momentum 0.999, trail the
 batch statistics the convolutions learn from for hundreds of steps); kept in inference mode, 0.638 after epoch 1,
-0.689 after epoch 2, and each epoch was faster.
+0.689 after epoch 2 (its best), 0.682 after 10 (trial 3 of the README's patient-pruner study, retrained through
+`bench.training.fit_and_score`, 2026-12-02).
 """
 
 from __future__ import annotations
