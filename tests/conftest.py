@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sqlite3
@@ -61,7 +62,9 @@ def store_uri(folder: Path) -> str:
     if not _TEMPLATE_STORE:
         from mlflow.tracking import MlflowClient
 
-        template = Path(tempfile.mkdtemp(prefix="hemabench-store-")) / "mlflow.db"
+        folder_of_template = tempfile.mkdtemp(prefix="hemabench-store-")
+        atexit.register(shutil.rmtree, folder_of_template, True)
+        template = Path(folder_of_template) / "mlflow.db"
         MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
         _TEMPLATE_STORE.append(template)
     db = folder / "mlflow.db"
