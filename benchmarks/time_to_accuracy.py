@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.search import study as search
     from bench.search.budget import UNLIMITED_TRIALS
     from bench.search.finish import load_keras_model
+    from bench.tracking import tags as tag
     from bench.training import predict_proba
 
     values = dict(data=args.data, space=args.space, trials=UNLIMITED_TRIALS, timeout=checkpoints[-1] * 60,
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.finish and result.model_version:
         c = mlflow.MlflowClient()
         version = c.get_model_version(config.registered_model, result.model_version)
-        label = c.get_run(result.parent_run_id).data.tags["hemabench.champion_fit"]
+        label = c.get_run(result.parent_run_id).data.tags[tag.CHAMPION_FIT]
         rows.append(row(f"{result.seconds / 60:.0f} (finished)", label, len(runs),
                         float(version.tags[config.objective]), load_keras_model(version.source)))
     print(f"\n{args.space} on {dataset.name} ({config.image_size} px), {dt.date.today()}, "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,25 +52,24 @@ def _tracking_uri_follows_environment():
     yield
 
 
-_TEMPLATE_STORE: list[Path] = []  # one migrated empty store per test session
+@functools.cache
+def _template_store() -> Path:
+    """An empty MLflow sqlite store, created and migrated once per test process; removed at exit."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tempfile.mkdtemp(prefix="hemabench-store-")
+    atexit.register(shutil.rmtree, folder, True)
+    template = Path(folder) / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
+    return template
 
 
 def store_uri(folder: Path) -> str:
     """The URI of a new, empty MLflow sqlite store in `folder`: a copy of a store migrated once per session, since
     migrating a fresh one costs 1.6 s in process and ~6 s in a new process (../shared/NOTES.md), a hundred times
     over in this suite. The copy's Default experiment keeps its artifacts under `folder`, as a fresh store's would."""
-    import tempfile
-
-    if not _TEMPLATE_STORE:
-        from mlflow.tracking import MlflowClient
-
-        folder_of_template = tempfile.mkdtemp(prefix="hemabench-store-")
-        atexit.register(shutil.rmtree, folder_of_template, True)
-        template = Path(folder_of_template) / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
-        _TEMPLATE_STORE.append(template)
     db = folder / "mlflow.db"
-    shutil.copyfile(_TEMPLATE_STORE[0], db)
+    shutil.copyfile(_template_store(), db)
     with sqlite3.connect(db) as con:
         con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                     (str(folder / "mlruns" / "0"),))

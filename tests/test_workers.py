@@ -35,7 +35,8 @@ def check_one_study_two_workers(c: MlflowClient, storage: str, study_name: str, 
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials} == {
         int(r.data.tags["hemabench.trial"]): r.info.run_id for r in runs}
-    assert len(c.search_model_versions("name='tests-model'")) == 1
+    versions = c.search_model_versions("name='tests-model'")
+    assert len(versions) == 1
     # The final fit (the ensemble, on by default) ran once, in the coordinator, over the study's trials from both
     # workers, and the registered version is the fit the parent names: the ensemble when adopted, else a trial.
     (fit,) = c.search_runs([parent.info.experiment_id], f"tags.`hemabench.study` = '{study_name}' and "
@@ -43,7 +44,7 @@ def check_one_study_two_workers(c: MlflowClient, storage: str, study_name: str, 
     assert fit.info.run_id == parent.data.tags[tag.ENSEMBLE_RUN_ID]
     members = {int(m["trial"]) for m in json.loads(fit.data.tags[tag.MEMBERS])}
     assert fit.info.status == "FINISHED" and members and members <= set(range(trials))
-    (version,) = c.search_model_versions("name='tests-model'")
+    version = versions[0]
     if fit.data.tags[tag.ADOPTED] == "true":
         assert version.run_id == fit.info.run_id and parent.data.tags[tag.CHAMPION_FIT].startswith("ensemble")
     else:
