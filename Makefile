@@ -8,6 +8,10 @@ ARGS ?=
 # Test processes: the suite is mostly one-core work (Python, MLflow, process start-up), so 2 halve it on 2 cores.
 # Each test file runs whole in one process (its module fixtures are built once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+# The demo's deadline in seconds: after it `make search` starts no trial and stops the running one at its next epoch
+# end, so the 10-trial demo ends in about this long on any machine (drawn machines differ ~2x: 221-525 s for all 10).
+# SEARCH_TIMEOUT=0: no deadline. A -P timeout=... in ARGS wins.
+SEARCH_TIMEOUT ?= 240
 
 .PHONY: venv search test benchmark ui clean
 
@@ -23,7 +27,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 search: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e search --env-manager local --experiment-name $(EXPERIMENT) $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e search --env-manager local --experiment-name $(EXPERIMENT) \
+		$(if $(findstring timeout=,$(ARGS)),,-P timeout=$(SEARCH_TIMEOUT)) $(ARGS)
 
 benchmark: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e benchmark --env-manager local --experiment-name $(EXPERIMENT) $(ARGS)

@@ -29,6 +29,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+LOST_ROWS = 5
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,11 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = sorted(float(m) for m in args.minutes.split(","))
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        # The store and the models both under --workdir (MLflow would put the artifacts in ./mlruns of the cwd).
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+        if mlflow.MlflowClient().get_experiment_by_name(args.experiment) is None:
+            mlflow.create_experiment(args.experiment, artifact_location=(work / "artifacts").as_uri())
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 
     from bench.data import load_dataset
-    from bench.metrics import bootstrap_intervals
+    from bench.metrics import bootstrap_intervals, group_losses
     from bench.search import make_config
     from bench.search import study as search
     from bench.search.budget import UNLIMITED_TRIALS
@@ -78,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     start = pd.to_datetime(mlflow.get_run(result.parent_run_id).info.start_time, unit="ms", utc=True)
     runs = runs[runs["tags.hemabench.state"] == "COMPLETE"]
     objective = f"metrics.{config.objective}"
-    rows = []
+    rows, last = [], None
 
     def row(minutes: str, champion: str, done: int, val: float, model) -> str:
-        prob = predict_proba(model, dataset.x_test)
+        nonlocal last
+        prob = last = predict_proba(model, dataset.x_test)
         ci = bootstrap_intervals(dataset.y_test, prob, groups=dataset.groups_test, n_resamples=1000)
         acc, f1 = ci["accuracy"], ci["f1_macro"]
         return (f"| {minutes} | {champion} | {done} | {val:.3f} | {acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] | "
@@ -108,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| Minutes | Champion trial | Trials complete | Val F1 | Test accuracy [95 % CI] | Test F1 (macro) [95 % CI] "
           "| Val − test F1 |\n|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if last is not None and dataset.groups_test is not None:
+        lost = group_losses(dataset.y_test, last.argmax(axis=1), dataset.groups_test, dataset.class_names)
+        print(f"\nThe last row's test mistakes by source group (the {LOST_ROWS} costing most accuracy points of "
+              f"{len(lost)} groups):\n")
+        print("| Class | Source group | Images | Accuracy | Most predicted | Accuracy points lost |\n"
+              "|---|---|---:|---:|---|---:|")
+        for r in lost.head(LOST_ROWS).to_dict("records"):
+            print(f"| {r['class']} | {r['group']} | {r['images']} | {r['accuracy']:.3f} | {r['most_predicted']} | "
+                  f"{100 * r['points_lost']:.1f} |")
     return 0
 
 

@@ -260,3 +260,16 @@ def test_bad_bootstrap_arguments_are_one_line_errors(kwargs, message) -> None:
     y, prob = outcomes(np.array([True, False, True, True]))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         bootstrap_intervals(y, prob, **kwargs)
+
+
+def test_group_losses_rank_sources_by_the_accuracy_points_they_cost() -> None:
+    from bench.metrics import group_losses
+    # 20 images: group "m" (class 1, 10 copies) all wrong as class 0; "a" (class 0, 6) half wrong; "b" (4) right.
+    y = np.array([1] * 10 + [0] * 6 + [0] * 4)
+    pred = np.array([0] * 10 + [0, 0, 0, 1, 1, 1] + [0] * 4)
+    groups = np.array(["m"] * 10 + ["a"] * 6 + ["b"] * 4)
+    table = group_losses(y, pred, groups, ["neg", "pos"])
+    assert table["group"].tolist() == ["m", "a", "b"]
+    assert table["points_lost"].tolist() == pytest.approx([0.5, 0.15, 0.0])
+    assert table["points_lost"].sum() == pytest.approx(1 - (y == pred).mean())
+    assert table.loc[0, ["class", "images", "accuracy", "most_predicted"]].tolist() == ["pos", 10, 0.0, "neg"]

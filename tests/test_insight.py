@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -188,3 +189,25 @@ def test_log_insights_puts_artifacts_and_ece_on_the_run(tracking: Path) -> None:
     logged = {f.path for f in c.list_artifacts(run_id, insight.ARTIFACT_DIR)}
     assert logged == {f"insight/{n}.{ext}" for n in ("gradcam", "mistakes", "reliability") for ext in ("png", "html")}
     assert c.get_run(run_id).data.metrics["test_ece"] == pytest.approx(metrics["test_ece"])
+
+
+def test_log_insights_adds_the_mistakes_by_source_group_when_test_has_groups(tracking: Path, capsys) -> None:
+    from types import SimpleNamespace
+
+    from bench.tracking import runs as bench_tracking
+
+    c = bench_tracking.client()
+    run_id = c.create_run(bench_tracking.experiment_id_for(c, "insight-tests")).info.run_id
+    model = bright_square_model()
+    images = random_images(12, 16)
+    prob = np.asarray(model(images.astype("float32"), training=False))
+    y = prob.argmax(axis=1).copy()
+    y[:4] = 1 - y[:4]  # the 4 images of source "s0" are all wrong
+    groups = np.array(["s0"] * 4 + ["s1"] * 8)
+    dataset = SimpleNamespace(x_test=images, y_test=y, class_names=["bright", "dark"], groups_test=groups)
+    insight.log_insights(c, run_id, model, dataset, prob, n_images=8)
+    assert "insight/test_groups.csv" in {f.path for f in c.list_artifacts(run_id, insight.ARTIFACT_DIR)}
+    table = pd.read_csv(c.download_artifacts(run_id, "insight/test_groups.csv"))
+    assert table.loc[0, "group"] == "s0" and table.loc[0, "points_lost"] == pytest.approx(4 / 12)
+    assert table["points_lost"].sum() == pytest.approx(4 / 12)
+    assert "s0 (4 images, accuracy 0.000), costs 33.3 accuracy points" in capsys.readouterr().out

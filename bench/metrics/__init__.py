@@ -10,7 +10,7 @@ from bench.metrics.table import (
 _HEAVY = {
     "bench.metrics.bootstrap": ("TABLE_METRICS", "Interval", "bootstrap_intervals", "resample_indices"),
     "bench.metrics.calibration": ("expected_calibration_error", "reliability_bins"),
-    "bench.metrics.classification": ("classification_metrics", "classification_report"),
+    "bench.metrics.classification": ("classification_metrics", "classification_report", "group_losses"),
 }
 __getattr__ = lazy_exports(__name__, _HEAVY)
 __all__ = ["INTERVAL_METRICS", "METRICS", "METRIC_NAMES", "OBJECTIVES", "Direction", "MetricSpec", "board_columns",

@@ -1,5 +1,6 @@
 """What the best model sees, on the test split: a Grad-CAM gallery, a gallery of its most confident mistakes and a
-reliability diagram with the expected calibration error (ECE), each as a PNG (matplotlib) and an HTML twin (plotly).
+reliability diagram with the expected calibration error (ECE), each as a PNG (matplotlib) and an HTML twin (plotly);
+where the test split has source groups, `test_groups.csv`: its mistakes by source group (bench.metrics.group_losses).
 
 Grad-CAM (Selvaraju et al., 2017): for the last convolutional feature map A (H'×W'×K), the weight of channel k is the
 spatial mean of d y_class / d A_k, where y_class is the class score BEFORE the softmax (the logit); the map is
@@ -34,7 +35,7 @@ import pandas as pd  # noqa: E402
 from bench import tracking  # noqa: E402
 from bench.data import Dataset  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
-from bench.metrics import expected_calibration_error, reliability_bins  # noqa: E402
+from bench.metrics import expected_calibration_error, group_losses, reliability_bins  # noqa: E402
 from bench.reporting.plots import write_html  # noqa: E402
 
 ARTIFACT_DIR = "insight"
@@ -262,17 +263,27 @@ def write_insights(folder: Path, model: keras.Model, images: np.ndarray, y_true:
 
 def log_insights(c: MlflowClient, run_id: str, model: keras.Model, dataset: Dataset, prob: np.ndarray, *,
                  n_images: int = 16) -> dict[str, float]:
-    """The galleries and the reliability diagram of the test split as artifacts `insight/*` of `run_id`, and
-    `test_ece` as its metric."""
+    """The galleries and the reliability diagram of the test split (and, with test groups, the mistakes by source
+    group) as artifacts `insight/*` of `run_id`, and `test_ece` as its metric."""
     started = time.perf_counter()
     out: dict[str, float] = {}
+    groups = getattr(dataset, "groups_test", None)
+    lost = (group_losses(dataset.y_test, prob.argmax(axis=1), groups, list(dataset.class_names))
+            if groups is not None else None)
 
     def write(folder: Path) -> None:
         out.update(write_insights(folder, model, dataset.x_test, dataset.y_test, prob, list(dataset.class_names),
                                   n_images=n_images))
+        if lost is not None:
+            lost.to_csv(folder / "test_groups.csv", index=False)
 
     tracking.log_files(c, run_id, write, artifact_path=ARTIFACT_DIR)
     tracking.log_batch(c, run_id, metrics={"test_ece": out["ece"]})
+    worst = ""
+    if lost is not None and lost.loc[0, "points_lost"] > 0:
+        w = lost.loc[0]
+        worst = (f"; the costliest source group, {w['class']} {w['group']} ({w['images']} images, accuracy "
+                 f"{w['accuracy']:.3f}), costs {100 * w['points_lost']:.1f} accuracy points")
     print(f"insight: Grad-CAM gallery, {int(out['n_mistakes'])} test mistakes, reliability (test ECE {out['ece']:.4f}) "
-          f"logged to {ARTIFACT_DIR}/ in {time.perf_counter() - started:.1f}s", flush=True)
+          f"logged to {ARTIFACT_DIR}/ in {time.perf_counter() - started:.1f}s{worst}", flush=True)
     return {"test_ece": out["ece"]}
