@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.data import class_weights, inspect, load, load_dataset
+from bench.data import cache, class_weights, inspect, load, load_dataset
 from bench.errors import DataError
 from bench.data import detect_layout, list_layouts
 
@@ -378,3 +380,17 @@ def test_card_classes_rename_and_select_folders(tmp_path):
     card.write_text("root: cells\nlayout: class_folders\nclasses: {ALPHA: alpha, BETA: beta}\n")
     ds = load_dataset(str(card), image_size=16)
     assert ds.class_names == ["alpha", "beta"] and len(ds.splits) == 20
+
+
+@pytest.mark.skipif(cache.WORKERS < 2, reason="one CPU: images are decoded in process, no worker re-imports a script")
+def test_a_script_without_a_main_guard_stops_with_one_clear_line_instead_of_hanging(tmp_path, data_cache):
+    """The decoders are spawned, so they re-import the caller's script; before, a script whose top level loaded
+    data waited for ever (its workers wait for the cache lock the parent holds while it waits for them)."""
+    root = class_folders(tmp_path / "many", {"A": 210, "B": 210})  # 420 files: over POOL_MIN_FILES, so the pool
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"from bench.data import load\nload({str(root)!r}, image_size=16)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode != 0
+    assert 'put its code under `if __name__ == "__main__":`' in done.stderr.splitlines()[-1]
+    assert not list(data_cache.glob("decoded/.tmp-*")) and not list(data_cache.glob("decoded/*/index.csv"))

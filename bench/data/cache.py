@@ -18,9 +18,10 @@ import io
 import os
 import shutil
 import uuid
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from filelock import FileLock
 from PIL import Image, UnidentifiedImageError
 
 from bench import paths
+from bench.errors import DataError
 from bench.data.near_duplicates_features import Features, image_features
 from bench.images import decode_opened
 
@@ -36,6 +38,10 @@ CACHE_VERSION = "3"  # bump when decoding changes pixels or the index columns (3
 WORKERS = min(2, os.cpu_count() or 1)
 POOL_MIN_FILES = 400  # below this a process pool costs more than it saves
 CHUNK = 128
+# The decode pool's workers are spawned, so each re-imports the caller's __main__ script; one whose top level loads
+# data would wait in a worker for the cache lock its parent holds, for ever. It stops instead, saying this.
+UNGUARDED_MAIN = ("the image decoders are worker processes that re-import your script: put its code under "
+                  "`if __name__ == \"__main__\":`")
 
 
 @dataclass
@@ -99,7 +105,7 @@ def _decode_all(paths_: list[str], size: int, mode: str, target: Path | None,
               for i in range(0, len(paths_), CHUNK)]
     if len(paths_) >= POOL_MIN_FILES and WORKERS > 1:
         # spawn, not fork: the caller may already hold TensorFlow's threads, which fork can deadlock
-        pool = ProcessPoolExecutor(WORKERS, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_decode_chunk, chunks)
     else:
         pool, results = None, map(_decode_chunk, chunks)
@@ -109,6 +115,9 @@ def _decode_all(paths_: list[str], size: int, mode: str, target: Path | None,
             parts.append(stacked)
             rows += found
             metas += meta
+    except BrokenProcessPool as exc:
+        raise DataError(f"image decoding stopped: a decoder process died ({exc}); if you called this from a script, "
+                        f"{UNGUARDED_MAIN}") from exc
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -131,6 +140,8 @@ def _decode_all(paths_: list[str], size: int, mode: str, target: Path | None,
 def decode_files(files: pd.DataFrame, size: int, mode: str, features: bool = False) -> Decoded:
     """Decoded pixels of `files` (columns path, bytes, mtime_ns), from the cache when present; with
     `features`, also each file's near-duplicate features (from the cache when present)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # as multiprocessing.spawn itself checks
+        raise DataError(f"data was loaded while a worker process was starting: {UNGUARDED_MAIN}")
     root = paths.cache_dir() / "decoded"
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key(files, size, mode)
