@@ -283,7 +283,8 @@ def log_insights(c: MlflowClient, run_id: str, model: keras.Model, dataset: Data
     if lost is not None and lost.loc[0, "points_lost"] > 0:
         w = lost.loc[0]
         worst = (f"; the costliest source group, {w['class']} {w['group']} ({w['images']} images, accuracy "
-                 f"{w['accuracy']:.3f}), costs {100 * w['points_lost']:.1f} accuracy points")
+                 f"{w['accuracy']:.3f}), costs {100 * w['points_lost']:.1f} accuracy points (mostly called "
+                 f"{w['most_predicted']})")
     print(f"insight: Grad-CAM gallery, {int(out['n_mistakes'])} test mistakes, reliability (test ECE {out['ece']:.4f}) "
           f"logged to {ARTIFACT_DIR}/ in {time.perf_counter() - started:.1f}s{worst}", flush=True)
     return {"test_ece": out["ece"]}
