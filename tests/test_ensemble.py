@@ -147,6 +147,28 @@ def test_the_served_ensemble_is_the_weighted_mean_of_its_members(tracking: Path)
     np.testing.assert_allclose(served(uri, pixels), expected, atol=1e-6)
 
 
+def test_backbone_members_loaded_from_disk_make_an_ensemble_too(tracking: Path, tmp_path: Path) -> None:
+    """The backbone family is a Sequential; loaded from a file it has no `input` until called, which the ensemble
+    graph once needed (a 60-minute MobileNetV2 search died in its finish on it)."""
+    import keras
+
+    from bench.models import build_model
+    from bench.search.ensemble import ensemble_graph
+    from bench.serving import log_model
+
+    members = []
+    for seed in (0, 1):
+        built = build_model("backbone", {"backbone": "mobilenet_v2", "input_size": 32, "freeze_fraction": 0.9},
+                            image_size=32, n_classes=len(CLASSES), seed=seed, weights="none")
+        built.save(tmp_path / f"member{seed}.keras")
+        members.append(keras.models.load_model(tmp_path / f"member{seed}.keras"))
+    with mlflow.start_run():
+        uri = log_model(ensemble_graph(members, [0.75, 0.25], 32), class_names=CLASSES, image_size=32).model_uri
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    expected = 0.75 * members[0].predict(pixels, verbose=0) + 0.25 * members[1].predict(pixels, verbose=0)
+    np.testing.assert_allclose(served(uri, pixels), expected, atol=1e-5)
+
+
 def test_tta_serves_the_mean_over_the_eight_dihedral_copies_and_changes_nothing_for_an_invariant_model(
         tracking: Path) -> None:
     from bench.search.ensemble import predict

@@ -107,8 +107,9 @@ def ensemble_graph(models: list[keras.Model], weights: list[float], image_size: 
     if len(models) == 1:
         return models[0]
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
-    scaled = [keras.layers.Rescaling(float(w), name=f"weight_{i}")(
-                  keras.Model(m.input, m.output, name=f"member_{i}")(inputs))
+    # Each member inside a uniquely named wrapper (members share names such as "scratch_cnn"). A wrapper, not
+    # keras.Model(m.input, m.output): a loaded Sequential (the backbone family) has no `input` until it is called.
+    scaled = [keras.layers.Rescaling(float(w), name=f"weight_{i}")(keras.Sequential([m], name=f"member_{i}")(inputs))
               for i, (m, w) in enumerate(zip(models, weights))]
     return keras.Model(inputs, keras.layers.Add(name="weighted_mean")(scaled), name="ensemble")
 
