@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finish", action="store_true", help="refit and ensemble after the deadline, as `search` does")
     parser.add_argument("--workdir", default="time_to_accuracy")
     parser.add_argument("--experiment", default="time-to-accuracy")
+    parser.add_argument("--score-run", default="", metavar="PARENT_RUN_ID",
+                        help="search nothing: score the checkpoints of this finished study's parent run (in the "
+                             "same store), e.g. one whose search died after its deadline")
     args = parser.parse_args(argv)
     checkpoints = sorted(float(m) for m in args.minutes.split(","))
     work = Path(args.workdir).resolve()
@@ -76,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.image_size:
         values["image_size"] = args.image_size
     config = make_config(**values)
-    result = search.run(config)
+    result = None if args.score_run else search.run(config)
+    parent_run_id = args.score_run or result.parent_run_id
     dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
 
-    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               search_all_experiments=True)
-    start = pd.to_datetime(mlflow.get_run(result.parent_run_id).info.start_time, unit="ms", utc=True)
+    start = pd.to_datetime(mlflow.get_run(parent_run_id).info.start_time, unit="ms", utc=True)
     runs = runs[runs["tags.hemabench.state"] == "COMPLETE"]
     objective = f"metrics.{config.objective}"
     rows, last = [], None
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         best = with_model.sort_values(objective, ascending=False).iloc[0]
         rows.append(row(f"{minutes:g}", best["tags.hemabench.trial"], len(done), float(best[objective]),
                         load_keras_model(best["tags.hemabench.model_uri"])))
-    if args.finish and result.model_version:
+    if args.finish and result is not None and result.model_version:
         c = mlflow.MlflowClient()
         version = c.get_model_version(config.registered_model, result.model_version)
         label = c.get_run(result.parent_run_id).data.tags[tag.CHAMPION_FIT]
