@@ -13,6 +13,10 @@ With `--finish`, the search then runs its own finish as `make search` does (the 
 at full budget when it trained on less, and the greedy ensemble adopted only when it wins on validation), registers
 the champion, and one more row scores that champion on the test split, at the minute the search ended.
 
+Under the table it prints the last row's test mistakes by source group (bench.metrics.group_losses): on the Kaggle
+TEST one monocyte smear is 155 images, 6.2 accuracy points. `--score-run PARENT_RUN_ID` searches nothing and scores
+the checkpoints of a study already in the store (one whose process died after its deadline, say).
+
 Tracking goes to `MLFLOW_TRACKING_URI` (default: sqlite under `--workdir`), so the study can be opened in the UI.
 """
 
