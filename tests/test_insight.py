@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import types
 from pathlib import Path
 
 import keras
@@ -174,16 +175,19 @@ def test_write_insights_makes_png_and_html_twins(tmp_path: Path) -> None:
     assert out["n_mistakes"] == (prob.argmax(axis=1) != y).sum()
 
 
-def test_log_insights_puts_artifacts_and_ece_on_the_run(tracking: Path) -> None:
-    from types import SimpleNamespace
-
+def insight_run():
+    """A client and a new run of the "insight-tests" experiment in the test's store."""
     from bench.tracking import runs as bench_tracking
 
     c = bench_tracking.client()
-    run_id = c.create_run(bench_tracking.experiment_id_for(c, "insight-tests")).info.run_id
+    return c, c.create_run(bench_tracking.experiment_id_for(c, "insight-tests")).info.run_id
+
+
+def test_log_insights_puts_artifacts_and_ece_on_the_run(tracking: Path) -> None:
+    c, run_id = insight_run()
     model = bright_square_model()
     images = random_images(12, 16)
-    dataset = SimpleNamespace(x_test=images, y_test=np.arange(12) % 2, class_names=["bright", "dark"])
+    dataset = types.SimpleNamespace(x_test=images, y_test=np.arange(12) % 2, class_names=["bright", "dark"])
     prob = np.asarray(model(images.astype("float32"), training=False))
     metrics = insight.log_insights(c, run_id, model, dataset, prob, n_images=8)
     logged = {f.path for f in c.list_artifacts(run_id, insight.ARTIFACT_DIR)}
@@ -192,19 +196,14 @@ def test_log_insights_puts_artifacts_and_ece_on_the_run(tracking: Path) -> None:
 
 
 def test_log_insights_adds_the_mistakes_by_source_group_when_test_has_groups(tracking: Path, capsys) -> None:
-    from types import SimpleNamespace
-
-    from bench.tracking import runs as bench_tracking
-
-    c = bench_tracking.client()
-    run_id = c.create_run(bench_tracking.experiment_id_for(c, "insight-tests")).info.run_id
+    c, run_id = insight_run()
     model = bright_square_model()
     images = random_images(12, 16)
     prob = np.asarray(model(images.astype("float32"), training=False))
     y = prob.argmax(axis=1).copy()
     y[:4] = 1 - y[:4]  # the 4 images of source "s0" are all wrong
     groups = np.array(["s0"] * 4 + ["s1"] * 8)
-    dataset = SimpleNamespace(x_test=images, y_test=y, class_names=["bright", "dark"], groups_test=groups)
+    dataset = types.SimpleNamespace(x_test=images, y_test=y, class_names=["bright", "dark"], groups_test=groups)
     insight.log_insights(c, run_id, model, dataset, prob, n_images=8)
     assert "insight/test_groups.csv" in {f.path for f in c.list_artifacts(run_id, insight.ARTIFACT_DIR)}
     table = pd.read_csv(c.download_artifacts(run_id, "insight/test_groups.csv"))
