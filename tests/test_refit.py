@@ -141,3 +141,57 @@ def test_the_subset_is_seeded_stratified_and_keeps_groups_whole() -> None:
     share = np.bincount(y[kept], minlength=4) / np.bincount(y, minlength=4)
     assert np.allclose(share, 0.3, atol=0.01)
     assert len(np.unique(y[subset_rows(y, groups, 0.001, seed=0)])) == 4  # every class keeps one group
+
+
+def test_refit_full_retrains_the_champion_on_train_and_validation_registers_it_and_is_reused_on_resume(
+        tracking: Path, capsys: pytest.CaptureFixture) -> None:
+    """Ensemble on: the champion is whichever fit won on validation (the best trial, or the ensemble of the two);
+    each of its fits trains again on train + validation, stopped after the epoch that fit kept."""
+    result, c, out = search(tracking, capsys, trials=2, epochs=3, ensemble=True, refit_full=True)
+    parent = c.get_run(result.parent_run_id)
+    [full] = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}' and "
+                                                         "tags.`hemabench.role` = 'refit_full'")
+    chosen = c.get_run(full.data.tags["hemabench.refit_full_of"])
+    assert full.info.status == "FINISHED" and parent.data.tags["hemabench.refit_full_run_id"] == full.info.run_id
+    assert full.data.metrics["train_images"] == parent.data.metrics["n_train"] + parent.data.metrics["n_val"]
+
+    import json
+
+    members = json.loads(full.data.tags["hemabench.members"])
+    if chosen.data.tags["hemabench.role"] == "ensemble":
+        assert [(m["run_id"], m["weight"]) for m in members] == [
+            (m["run_id"], m["weight"]) for m in json.loads(chosen.data.tags["hemabench.members"])]
+    else:
+        assert [(m["run_id"], m["weight"]) for m in members] == [(chosen.info.run_id, 1.0)]
+    kept = [int(c.get_run(m["run_id"]).data.metrics["best_epoch"]) for m in members]
+    assert full.data.params["epochs_kept"] == ",".join(map(str, kept))  # each stops after the epoch its fit kept
+
+    label = parent.data.tags["hemabench.champion_fit"]
+    assert label.endswith(", retrained on train + validation")
+    version = c.get_model_version_by_alias("tests-model", "champion")
+    assert version.run_id == full.info.run_id and version.tags["hemabench.refit_full_of"] == chosen.info.run_id
+    estimate = chosen.data.metrics["val_f1_macro"]  # no validation score of its own: the chosen fit's is the estimate
+    assert float(version.tags["val_f1_macro"]) == pytest.approx(estimate)
+    assert full.data.metrics["estimate_val_f1_macro"] == pytest.approx(estimate)
+    assert "test_accuracy" in full.data.metrics and "val_f1_macro" not in full.data.metrics
+    assert f"refit_full: {label.removesuffix(', retrained on train + validation')} trains again on all " in out
+    assert f"{label}: val_f1_macro={estimate:.4f}" in out and "(validation: the estimate of the fit it retrains" in out
+
+    again, _, out = search(tracking, capsys, trials=2, epochs=3, ensemble=True, refit_full=True)  # resumed: no new trial
+    assert "the champion's earlier refit_full run " + full.info.run_id + " is reused" in out
+    assert len(c.search_runs([parent.info.experiment_id], "tags.`hemabench.role` = 'refit_full'")) == 1
+    assert [v.version for v in c.search_model_versions("name='tests-model'")] == [version.version]
+
+
+def test_stop_after_trains_the_schedule_up_to_that_epoch_and_keeps_it_unscored() -> None:
+    import math
+
+    from bench.data import load_dataset
+    from bench.search.space import defaults, load_space
+    from bench.training import fit_and_score
+
+    ds = load_dataset("synthetic?n_per_class=10", image_size=32)
+    fit = fit_and_score(defaults(load_space("scratch_cnn")), ds, family="scratch_cnn", epochs=4, seed=0, stop_after=2)
+    assert (len(fit.history), fit.best_epoch, fit.stopped) == (2, 2, "stop_after")
+    assert fit.val_prob.shape == (0, len(ds.class_names)) and math.isnan(fit.best_value)
+    assert set(fit.history[0]) == {"loss", "accuracy"}  # nothing scored on validation

@@ -50,6 +50,10 @@ class SearchConfig:
     # After the search, the best configuration is trained once more at full budget (all of train, all `epochs`) and
     # competes with the trial on validation (bench.search.finish). auto: unless the best trial already ran at full budget.
     refit: str = "auto"
+    # After the champion is chosen on validation, its configuration (every member's, for an ensemble) trains again on
+    # train + validation and that model is registered, with the chosen fit's validation score as its estimate
+    # (bench.search.refit_full; AutoGluon's refit_full). Off by default: it costs one more fit per member.
+    refit_full: bool = False
     workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5
     retries: int = 1  # how often a trial whose process died is run again

@@ -15,6 +15,10 @@ trial already has a finished refit reuses it.
 The champion, registered and named on the parent (`hemabench.champion_fit`), is the best on VALIDATION (never test)
 of the best trial, its refit and the adopted ensemble (bench.search.ensemble). A tie between the trial and its refit
 goes to the refit (it trained on all of train); the ensemble must beat the best single fit strictly.
+
+With `refit_full`, the chosen champion then trains again on train + validation (bench.search.refit_full), and
+that model is registered with the chosen fit's validation score as its estimate (`… retrained on train +
+validation` in `hemabench.champion_fit`; the version's `hemabench.refit_full_of` names the fit it retrains).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
 from bench.search.ensemble import final_fit, load_keras_model
 from bench.search.progress import summary_table
+from bench.search.refit_full import refit_full
 from bench.search.trial import TRAIN_IMAGES, TrialRunner, logged_params
 from bench.text import count, one_line
 from bench.tracking import tags as tag
@@ -162,6 +167,18 @@ def choose(objective: str, trial: Fit, again: Fit | None, ensemble: Fit | None) 
     return ensemble if ensemble is not None and better(ensemble.val_value, champion.val_value) else champion
 
 
+def retrained(ctx: SearchContext, chosen: Fit, final) -> Fit | None:
+    """`chosen` trained again on train + validation (bench.search.refit_full), as a Fit that keeps its validation
+    value as the estimate; None when that failed. `final`: the adopted final fit when `chosen` is it."""
+    fits = [(run_id, weight) for _, run_id, weight in final.members] if final else [(chosen.run_id, 1.0)]
+    full = refit_full(ctx, chosen.label, chosen.run_id, fits, final.tta if final else "none", chosen.val_value)
+    if full is None:
+        return None
+    single = full.model if len(fits) == 1 else None
+    return Fit(f"{chosen.label}, retrained on train + validation", full.run_id, full.model_uri, chosen.val_value,
+               chosen.trial, full.test_metrics, full.test_prob, single, full.seconds)
+
+
 def scores(config: SearchConfig, val: float, test: dict[str, float]) -> str:
     objective_test = test_key(config.objective)
     return (f"{config.objective}={val:.4f}, {objective_test}={test[objective_test]:.4f}, "
@@ -207,15 +224,21 @@ def finish(ctx: SearchContext) -> SearchResult:
     ensemble = (Fit(final.label, final.run_id, final.model_uri, final.val_metrics[config.objective], final.label,
                     final.test_metrics, final.test_prob) if final and final.adopted else None)
     champion = choose(config.objective, trial, again, ensemble)
+    chosen = champion
+    if config.refit_full:
+        champion = retrained(ctx, champion, final if champion is ensemble else None) or champion
     tracking.log_batch(c, parent, tags={tag.CHAMPION_FIT: champion.label,
                                         **({tag.REFIT_RUN_ID: again.run_id} if again else {}),
-                                        **({tag.ENSEMBLE_RUN_ID: final.run_id} if final else {})})
+                                        **({tag.ENSEMBLE_RUN_ID: final.run_id} if final else {}),
+                                        **({tag.REFIT_FULL_RUN_ID: champion.run_id} if champion is not chosen else {})})
     version = None
     if config.register:
         version = tracking.register(
             c, name=config.registered_model, objective=config.objective, study=config.study_name,
             run_id=champion.run_id, model_uri=champion.model_uri, dataset=ds, val_value=champion.val_value,
             test_metrics=champion.test_metrics, trial=champion.trial, space=ctx.space.name)
+        if champion is not chosen:
+            c.set_model_version_tag(config.registered_model, version.version, tag.REFIT_FULL_OF, chosen.run_id)
     single = champion if champion.model is not None else trial
     log_insight(c, parent, single.model, ds, single.test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
@@ -228,6 +251,10 @@ def finish(ctx: SearchContext) -> SearchResult:
     if final:
         print(f"final fit {final.label}: {scores(config, final.val_metrics[config.objective], final.test_metrics)}; "
               f"{final.reason} ({f'{final.seconds:.1f}s' if final.seconds else 'the same as the last finish: its run reused'})",
+              flush=True)
+    if champion is not chosen:
+        print(f"{champion.label}: {scores(config, champion.val_value, champion.test_metrics)} (validation: the "
+              f"estimate of the fit it retrains; {f'{champion.seconds:.1f}s' if champion.seconds else 'its earlier run reused'})",
               flush=True)
     print(f"champion fit: {champion.label}"
           + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),

@@ -28,10 +28,10 @@ from bench.training import subset_words
 
 
 def end_dead_runs(c: MlflowClient, experiment_id: str, study: str) -> list[str]:
-    """End KILLED, with the reason, the study's parent, invocation and refit runs left RUNNING by a process that died
+    """End KILLED, with the reason, the study's parent, invocation, refit and refit_full runs left RUNNING by a process that died
     on this host (SIGKILL, OOM killer, reboot); their trial runs are the engine's (it reaps dead trials)."""
     ended = []
-    for role in (tag.PARENT, tag.INVOCATION_ROLE, tag.REFIT_ROLE):
+    for role in (tag.PARENT, tag.INVOCATION_ROLE, tag.REFIT_ROLE, tag.REFIT_FULL_ROLE):
         for run in tracking.running_children(c, experiment_id, study, role=role):
             who = json.loads(run.data.tags.get(tag.PROCESS) or "null")
             if not workers.is_dead(who):

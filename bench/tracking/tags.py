@@ -12,7 +12,7 @@ def _named(*names: str) -> tuple[str, ...]:
     return tuple(PREFIX + name for name in names)
 
 
-# Runs: what a run is (ROLE: parent | invocation | trial | refit | ensemble | benchmark | contender), and its study, engine, space and data.
+# Runs: what a run is (ROLE: parent | invocation | trial | refit | refit_full | ensemble | benchmark | contender), and its study, engine, space and data.
 ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
 DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
     "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
@@ -35,11 +35,14 @@ MEMBERS, TTA, ADOPTED, ENSEMBLE_RUN_ID, CHAMPION_FIT = _named("members", "tta", 
 # Refit runs (bench.search.finish): the best configuration trained again at full budget (all of train, every epoch);
 # REFIT_OF is the run id of the trial it refits; on the parent, the refit run, whichever fit became champion.
 REFIT_OF, REFIT_RUN_ID = _named("refit_of", "refit_run_id")
+# refit_full runs (bench.search.refit_full): the champion trained again on train + validation; REFIT_FULL_OF is the
+# run of the fit it retrains (trial, refit or ensemble run); on the parent, the refit_full run.
+REFIT_FULL_OF, REFIT_FULL_RUN_ID = _named("refit_full_of", "refit_full_run_id")
 
 # Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run; an ensemble run holds
 # the study's final fit (an ensemble of its best trials and/or test-time augmentation).
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
-INVOCATION_ROLE, ENSEMBLE_ROLE, REFIT_ROLE = "invocation", "ensemble", "refit"
+INVOCATION_ROLE, ENSEMBLE_ROLE, REFIT_ROLE, REFIT_FULL_ROLE = "invocation", "ensemble", "refit", "refit_full"
 
 # MLflow's own.
 PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"

@@ -76,12 +76,16 @@ class _EpochMonitor(keras.callbacks.Callback):
     first epoch, from its first batches' pace.
 
     With the feature cache the model being fitted is only the trainable suffix: `x_val` then holds the
-    cached validation features, and `keep` is the full model whose weights are kept."""
+    cached validation features, and `keep` is the full model whose weights are kept.
+
+    With `stop_after` it scores nothing: it stops training after that epoch and keeps that epoch's weights (a fit
+    whose validation split is in its training data has none left to choose on)."""
 
     def __init__(self, x_val: np.ndarray, y_val: np.ndarray, class_names: list[str], objective: str,
-                 on_epoch: EpochHook | None, *, deadline: float | None = None, ceiling: CostCeiling | None = None) -> None:
+                 on_epoch: EpochHook | None, *, deadline: float | None = None, ceiling: CostCeiling | None = None,
+                 stop_after: int | None = None) -> None:
         super().__init__()
-        self.deadline, self.ceiling, self.stopped = deadline, ceiling or CostCeiling(), ""
+        self.deadline, self.ceiling, self.stopped, self.stop_after = deadline, ceiling or CostCeiling(), "", stop_after
         self.train_seconds, self.images, self.n_train = 0.0, 0, 0
         self._epoch_started = self._pace_from = 0.0
         self.measured: dict[str, float] = {}
@@ -115,6 +119,12 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.measured["train_images_per_second"] = self.images / self.train_seconds
         if not self.history:
             self.ceiling.check_epoch(seconds, estimated=False)
+        if self.stop_after is not None:
+            self.history.append({"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan")))})
+            self.best_epoch, self.best_weights, self.best_value = epoch + 1, (self.keep or self.model).get_weights(), 0.0
+            if epoch + 1 >= self.stop_after:
+                self.stopped, self.model.stop_training = "stop_after", True
+            return
         prob = predict_proba(self.model, self.x_val)
         scores = classification_metrics(self.y_val, prob, self.class_names, prefix="val", per_class=False)
         row = {"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan"))),
@@ -147,6 +157,7 @@ def fit_and_score(
     ceiling: CostCeiling | None = None,
     measured: dict[str, float] | None = None,
     initial_weights: list[np.ndarray] | None = None,
+    stop_after: int | None = None,
 ) -> FitResult:
     """Build `family` with `params`, train on the train split, score each epoch on validation, and return
     the model holding its best epoch's weights with that epoch's validation probabilities.
@@ -161,7 +172,9 @@ def fit_and_score(
     image exceed the ceiling, and stops it in its first epoch when that epoch is too slow (`OverCostCeiling`).
     `measured`, when given, is filled as training goes (so a pruned or rejected trial has it too) with
     `mflops_per_image` and `train_images_per_second`. `initial_weights` (those of an earlier fit of the same
-    `params`) continue that fit instead of starting afresh."""
+    `params`) continue that fit instead of starting afresh. `stop_after` trains the same `epochs` schedule but
+    stops after that epoch and returns its weights, unscored (`val_prob` empty, `best_value` NaN): the refit on
+    train + validation (bench.search.refit_full) of a fit that kept that epoch."""
     n_classes = len(dataset.class_names)
     model = build_model(family, params, image_size=dataset.image_size, n_classes=n_classes, seed=seed,
                         weights=weights)
@@ -174,7 +187,7 @@ def fit_and_score(
     balanced = params.get("class_weight") == "balanced"
     class_weight = class_weights(dataset.y_train, n_classes) if balanced else None
     monitor = _EpochMonitor(dataset.x_val, dataset.y_val, dataset.class_names, objective, on_epoch,
-                            deadline=deadline, ceiling=ceiling)
+                            deadline=deadline, ceiling=ceiling, stop_after=stop_after)
     monitor.keep, monitor.n_train, monitor.measured = model, len(dataset.x_train), measured
     started = time.perf_counter()
     done = 0
@@ -194,12 +207,13 @@ def fit_and_score(
     if monitor.best_weights is None:
         raise TrialDiverged(f"no epoch gave a finite {objective}")
     model.set_weights(monitor.best_weights)
+    scored = stop_after is None
     return FitResult(
         model=model,
         history=monitor.history,
-        val_prob=monitor.best_prob,
+        val_prob=monitor.best_prob if scored else np.empty((0, n_classes)),
         best_epoch=monitor.best_epoch,
-        best_value=monitor.sign * monitor.best_value,
+        best_value=monitor.sign * monitor.best_value if scored else math.nan,
         train_seconds=seconds,
         n_params=int(model.count_params()),
         mflops_per_image=mflops,
