@@ -11,7 +11,9 @@ checkpoint, with the command, date and machine.
 
 With `--finish`, the search then runs its own finish as `make search` does (the refit of the best configuration
 at full budget when it trained on less, and the greedy ensemble adopted only when it wins on validation), registers
-the champion, and one more row scores that champion on the test split, at the minute the search ended.
+the champion, and one more row scores that champion on the test split, at the minute the search ended. With
+`--refit-full` too, the champion is retrained on train + validation (bench.search.refit_full): a `(chosen fit)` row
+scores the fit it retrains, the finished row the retrained model; both carry the chosen fit's validation score.
 
 Under the table it prints the last row's test mistakes by source group (bench.metrics.group_losses): on the Kaggle
 TEST one monocyte smear is 155 images, 6.2 accuracy points. `--score-run PARENT_RUN_ID` searches nothing and scores
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="0")
     parser.add_argument("--pruner", default="median")
     parser.add_argument("--finish", action="store_true", help="refit and ensemble after the deadline, as `search` does")
+    parser.add_argument("--refit-full", action="store_true",
+                        help="with --finish: retrain the champion on train + validation (search's refit_full); the "
+                             "table then has a row for the chosen fit and one for it retrained")
     parser.add_argument("--workdir", default="time_to_accuracy")
     parser.add_argument("--experiment", default="time-to-accuracy")
     parser.add_argument("--score-run", default="", metavar="PARENT_RUN_ID",
@@ -76,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                   epochs=args.epochs, weights=args.weights, seed=args.seed, pruner=args.pruner,
                   experiment=args.experiment,
                   # Without --finish it scores trials, so it trains nothing after the deadline.
-                  **(dict(register="true", registered_model=f"tta-{args.space}") if args.finish else
+                  **(dict(register="true", registered_model=f"tta-{args.space}", refit_full=args.refit_full)
+                     if args.finish else
                      dict(register="false", refit="never", ensemble="false")),
                   storage=str(work / "optuna.journal"),
                   study=f"tta-{args.space}-{dt.datetime.now():%Y%m%d%H%M%S}")
@@ -115,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         c = mlflow.MlflowClient()
         version = c.get_model_version(config.registered_model, result.model_version)
         label = c.get_run(result.parent_run_id).data.tags[tag.CHAMPION_FIT]
+        if tag.REFIT_FULL_OF in version.tags:  # the fit it retrains, like with like: same setup, train alone
+            chosen = c.get_run(version.tags[tag.REFIT_FULL_OF]).data.tags
+            rows.append(row("(chosen fit)", label.removesuffix(", retrained on train + validation"), len(runs),
+                            float(version.tags[config.objective]), load_keras_model(chosen[tag.MODEL_URI])))
         rows.append(row(f"{result.seconds / 60:.0f} (finished)", label, len(runs),
                         float(version.tags[config.objective]), load_keras_model(version.source)))
     print(f"\n{args.space} on {dataset.name} ({config.image_size} px), {dt.date.today()}, "
