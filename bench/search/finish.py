@@ -44,7 +44,7 @@ from bench.reporting import write_evaluation_artifacts, write_html
 from bench.search import workers
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
-from bench.search.ensemble import final_fit, load_keras_model
+from bench.search.ensemble import FinalFit, final_fit, load_keras_model
 from bench.search.progress import summary_table
 from bench.search.refit_full import refit_full
 from bench.search.trial import TRAIN_IMAGES, TrialRunner, logged_params
@@ -167,7 +167,7 @@ def choose(objective: str, trial: Fit, again: Fit | None, ensemble: Fit | None) 
     return ensemble if ensemble is not None and better(ensemble.val_value, champion.val_value) else champion
 
 
-def retrained(ctx: SearchContext, chosen: Fit, final) -> Fit | None:
+def retrained(ctx: SearchContext, chosen: Fit, final: FinalFit | None) -> Fit | None:
     """`chosen` trained again on train + validation (bench.search.refit_full), as a Fit that keeps its validation
     value as the estimate; None when that failed. `final`: the adopted final fit when `chosen` is it."""
     fits = [(run_id, weight) for _, run_id, weight in final.members] if final else [(chosen.run_id, 1.0)]

@@ -10,8 +10,8 @@ again with the same parameters and seed on train + validation, for the same `epo
 epoch that fit kept (`best_epoch`): the same recipe as the validated model, with more data. No split is left to
 choose an epoch on, so none is chosen. An ensemble keeps its members' weights and TTA.
 
-Honest numbers: the refitted model has no validation score of its own. The registry and the leaderboard carry the
-chosen fit's validation objective as the estimate (tagged so); test is scored on the refitted model, read once,
+Honest numbers: the refitted model has no validation score of its own. Its registered version carries the chosen
+fit's validation objective as the estimate (and `hemabench.refit_full_of`); test is scored on the refitted model, read once,
 never used to decide. The run (`hemabench.role=refit_full`, `hemabench.refit_full_of` = the chosen fit's run)
 records the epochs and images. It runs after the deadline, as the refit does; a resumed study whose champion
 already has a finished refit_full run reuses it. A failure leaves the chosen fit the champion.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import mlflow
@@ -33,12 +33,11 @@ from bench.data import Dataset
 from bench.metrics import classification_metrics
 from bench.search import workers
 from bench.search.context import SearchContext
-from bench.search.ensemble import ensemble_graph, predict
+from bench.search.ensemble import ensemble_graph, load_keras_model, predict
 from bench.search.trial import logged_params
 from bench.text import count, one_line
 from bench.tracking import tags as tag
 from bench.training import fit_and_score, start_trial
-
 
 
 @dataclass
@@ -63,9 +62,7 @@ class FullFit:
     model: keras.Model
     test_metrics: dict[str, float]
     test_prob: np.ndarray
-    train_images: int
     seconds: float = 0.0  # 0 for a reused run
-    members: list[Member] = field(default_factory=list)
 
 
 def member(ctx: SearchContext, run_id: str, weight: float) -> Member:
@@ -89,15 +86,12 @@ def _reused(ctx: SearchContext, of_run: str) -> FullFit | None:
         + " and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
     if not earlier or tag.MODEL_URI not in earlier[0].data.tags:
         return None
-    from bench.search.ensemble import load_keras_model
-
     run, ds = earlier[0], ctx.dataset
     model = load_keras_model(run.data.tags[tag.MODEL_URI])
     prob = predict(model, ds.x_test, run.data.tags.get(tag.TTA, "none"))
     print(f"refit_full: the champion's earlier refit_full run {run.info.run_id} is reused", flush=True)
     return FullFit(run.info.run_id, run.data.tags[tag.MODEL_URI], model,
-                   classification_metrics(ds.y_test, prob, ds.class_names, prefix="test"), prob,
-                   int(run.data.metrics.get("train_images", 0)))
+                   classification_metrics(ds.y_test, prob, ds.class_names, prefix="test"), prob)
 
 
 def refit_full(ctx: SearchContext, label: str, of_run: str, fits: list[tuple[str, float]], tta: str,
@@ -143,4 +137,4 @@ def refit_full(ctx: SearchContext, label: str, of_run: str, fits: list[tuple[str
     except Exception as exc:  # noqa: BLE001 - the chosen fit stays the champion; the run ended FAILED
         print(f"refit_full of {label} failed: {one_line(exc)}; the champion stays the chosen fit", flush=True)
         return None
-    return FullFit(run_id, info.model_uri, model, test, prob, n, seconds, members)
+    return FullFit(run_id, info.model_uri, model, test, prob, seconds)
