@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.search import study as search
     from bench.search.budget import UNLIMITED_TRIALS
     from bench.search.finish import load_keras_model
+    from bench.search.refit_full import RETRAINED
     from bench.tracking import tags as tag
     from bench.training import predict_proba
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         label = c.get_run(result.parent_run_id).data.tags[tag.CHAMPION_FIT]
         if tag.REFIT_FULL_OF in version.tags:  # the fit it retrains, like with like: same setup, train alone
             chosen = c.get_run(version.tags[tag.REFIT_FULL_OF]).data.tags
-            rows.append(row("(chosen fit)", label.removesuffix(", retrained on train + validation"), len(runs),
+            rows.append(row("(chosen fit)", label.removesuffix(RETRAINED), len(runs),
                             float(version.tags[config.objective]), load_keras_model(chosen[tag.MODEL_URI])))
         rows.append(row(f"{result.seconds / 60:.0f} (finished)", label, len(runs),
                         float(version.tags[config.objective]), load_keras_model(version.source)))

@@ -46,7 +46,7 @@ from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
 from bench.search.ensemble import FinalFit, final_fit, load_keras_model
 from bench.search.progress import summary_table
-from bench.search.refit_full import refit_full
+from bench.search.refit_full import RETRAINED, refit_full
 from bench.search.trial import TRAIN_IMAGES, TrialRunner, logged_params
 from bench.text import count, one_line
 from bench.tracking import tags as tag
@@ -175,7 +175,7 @@ def retrained(ctx: SearchContext, chosen: Fit, final: FinalFit | None) -> Fit | 
     if full is None:
         return None
     single = full.model if len(fits) == 1 else None
-    return Fit(f"{chosen.label}, retrained on train + validation", full.run_id, full.model_uri, chosen.val_value,
+    return Fit(chosen.label + RETRAINED, full.run_id, full.model_uri, chosen.val_value,
                chosen.trial, full.test_metrics, full.test_prob, single, full.seconds)
 
 

@@ -39,6 +39,9 @@ from bench.text import count, one_line
 from bench.tracking import tags as tag
 from bench.training import fit_and_score, start_trial
 
+RETRAINED = ", retrained on train + validation"
+"""What the champion's label (`hemabench.champion_fit`) gains when refit_full retrained it."""
+
 
 @dataclass
 class Member:
