@@ -3,6 +3,7 @@ configuration at full budget (bench.search.finish), which competes with the tria
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,6 @@ def test_refit_full_retrains_the_champion_on_train_and_validation_registers_it_a
     chosen = c.get_run(full.data.tags["hemabench.refit_full_of"])
     assert full.info.status == "FINISHED" and parent.data.tags["hemabench.refit_full_run_id"] == full.info.run_id
     assert full.data.metrics["train_images"] == parent.data.metrics["n_train"] + parent.data.metrics["n_val"]
-
-    import json
 
     members = json.loads(full.data.tags["hemabench.members"])
     if chosen.data.tags["hemabench.role"] == "ensemble":

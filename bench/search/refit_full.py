@@ -34,7 +34,7 @@ from bench.metrics import classification_metrics
 from bench.search import workers
 from bench.search.context import SearchContext
 from bench.search.ensemble import ensemble_graph, load_keras_model, predict
-from bench.search.trial import logged_params
+from bench.search.trial import logged_params, trial_seed
 from bench.text import count, one_line
 from bench.tracking import tags as tag
 from bench.training import fit_and_score, start_trial
@@ -72,7 +72,7 @@ def member(ctx: SearchContext, run_id: str, weight: float) -> Member:
     run = ctx.client.get_run(run_id)
     number = int(run.data.tags[tag.TRIAL])
     epochs = int(run.data.params.get("epochs", ctx.config.epochs))
-    return Member(number, run_id, weight, logged_params(run.data.params), ctx.config.seed + number, epochs,
+    return Member(number, run_id, weight, logged_params(run.data.params), trial_seed(ctx.config, number), epochs,
                   int(run.data.metrics.get("best_epoch", epochs)))
 
 

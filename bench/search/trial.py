@@ -27,6 +27,11 @@ TRAIN_IMAGES = "train_images"  # per trial: how many training images it trained 
 NOT_PARAMS = {"epochs", "image_size", "family", "subset"}  # what a trial logs as parameters besides its configuration
 
 
+def trial_seed(config: SearchConfig, number: int) -> int:
+    """The seed trial `number` of a study trains with (its refits too)."""
+    return config.seed + number
+
+
 def logged_params(logged: dict[str, str]) -> dict[str, Any]:
     """A trial run's configuration, read back from its MLflow parameters (text) as the YAML values it was logged from."""
     return {name: _typed(text) for name, text in logged.items() if name not in NOT_PARAMS}
@@ -111,7 +116,8 @@ class TrialRunner(Study):
         name and its one-line description (the refit has its own)."""
         c, cfg, train = self.client, self.config, self.train_data
         started = time.perf_counter()
-        start_trial(cfg.seed + number)
+        seed = trial_seed(cfg, number)
+        start_trial(seed)
         run_id = tracking.start_child(
             c, self.experiment_id, self.parent_run_id, name=name or f"trial-{number}",
             tags={**self.tags, tag.TRIAL: str(number), tag.STATE: "RUNNING",
@@ -133,7 +139,7 @@ class TrialRunner(Study):
         outcome.metrics = measured  # FLOPs per image and images/s, filled as training goes: logged in every state
         try:
             fit = fit_and_score(params, train, family=self.space.family, epochs=cfg.epochs,
-                                seed=cfg.seed + number, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
+                                seed=seed, objective=cfg.objective, on_epoch=hook, verbose=cfg.verbose,
                                 weights=cfg.weights, deadline=self.deadline, ceiling=self.ceiling, measured=measured,
                                 initial_weights=initial_weights)
         except OverCostCeiling as exc:

@@ -119,19 +119,17 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.measured["train_images_per_second"] = self.images / self.train_seconds
         if not self.history:
             self.ceiling.check_epoch(seconds, estimated=False)
+        row = {"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan")))}
+        self.history.append(row)
         if self.stop_after is not None:
-            self.history.append({"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan")))})
-            self.best_epoch, self.best_weights, self.best_value = epoch + 1, (self.keep or self.model).get_weights(), 0.0
+            self.best_epoch, self.best_weights = epoch + 1, (self.keep or self.model).get_weights()
             if epoch + 1 >= self.stop_after:
                 self.stopped, self.model.stop_training = "stop_after", True
             return
         prob = predict_proba(self.model, self.x_val)
         scores = classification_metrics(self.y_val, prob, self.class_names, prefix="val", per_class=False)
-        row = {"loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", float("nan"))),
-               "val_loss": scores["val_loss"], "val_accuracy": scores["val_accuracy"]}
         value = scores[self.objective]
-        row[self.objective] = value
-        self.history.append(row)
+        row.update({"val_loss": scores["val_loss"], "val_accuracy": scores["val_accuracy"], self.objective: value})
         if math.isfinite(value) and self.sign * value > self.best_value:
             self.best_value, self.best_epoch = self.sign * value, epoch + 1
             self.best_weights, self.best_prob = (self.keep or self.model).get_weights(), prob
