@@ -21,11 +21,13 @@ from bench.models import Phase, build_model, training_phases
 EpochHook = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (1-based epoch, that epoch's metrics); the engine may raise to prune."""
 
-_OPTIMIZERS: dict[str, Callable[[dict[str, Any]], keras.optimizers.Optimizer]] = {
-    "adam": lambda p: keras.optimizers.Adam(p["learning_rate"]),
-    "adamw": lambda p: keras.optimizers.AdamW(p["learning_rate"], weight_decay=p.get("weight_decay", 1e-4)),
-    "sgd": lambda p: keras.optimizers.SGD(p["learning_rate"], momentum=p.get("momentum", 0.9), nesterov=True),
-    "rmsprop": lambda p: keras.optimizers.RMSprop(p["learning_rate"]),
+_OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
+    "adam": lambda p, **ema: keras.optimizers.Adam(p["learning_rate"], **ema),
+    "adamw": lambda p, **ema: keras.optimizers.AdamW(p["learning_rate"], weight_decay=p.get("weight_decay", 1e-4),
+                                                     **ema),
+    "sgd": lambda p, **ema: keras.optimizers.SGD(p["learning_rate"], momentum=p.get("momentum", 0.9), nesterov=True,
+                                                 **ema),
+    "rmsprop": lambda p, **ema: keras.optimizers.RMSprop(p["learning_rate"], **ema),
 }
 
 
@@ -61,11 +63,22 @@ def learning_rate(params: dict[str, Any], rate: float, *, steps_per_epoch: int, 
                                                   warmup_target=rate if warmup else None, warmup_steps=warmup)
 
 
+def ema_momentum(params: dict[str, Any]) -> float:
+    """The momentum of the weights' exponential moving average (`ema_momentum`, 0 = off): with it, the optimizer
+    keeps an average of the weights over roughly the last 1 / (1 - momentum) steps (Keras' `use_ema`), and every
+    epoch is scored, kept and saved with the averaged weights (Keras' `SwapEMAWeights`)."""
+    momentum = float(params.get("ema_momentum", 0.0))
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"ema_momentum must be in [0, 1); got {momentum}")
+    return momentum
+
+
 def make_optimizer(params: dict[str, Any]) -> keras.optimizers.Optimizer:
     name = params.get("optimizer", "adam")
     if name not in _OPTIMIZERS:
         raise ConfigError(f"optimizer must be one of {sorted(_OPTIMIZERS)}; got {name!r}")
-    return _OPTIMIZERS[name](params)
+    momentum = ema_momentum(params)
+    return _OPTIMIZERS[name](params, **({"use_ema": True, "ema_momentum": momentum} if momentum else {}))
 
 
 class _EpochMonitor(keras.callbacks.Callback):
@@ -237,7 +250,8 @@ def _fit_phase(trainer: keras.Model, phase: Phase, params: dict[str, Any], x: np
                 one_hot=trainer.output_shape[-1] if smoothing > 0 else 0),
         initial_epoch=initial_epoch,
         epochs=initial_epoch + phase.epochs,
-        callbacks=[monitor],
+        # SwapEMAWeights first: the monitor then scores and keeps the averaged weights at each epoch end.
+        callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True), monitor] if ema_momentum(params) else [monitor],
         class_weight=class_weight,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
