@@ -163,6 +163,21 @@ def test_card_drops_train_copies_of_a_group_in_the_official_test(tmp_path):
     assert ds.splits.groupby("group")["split"].nunique().max() == 1
 
 
+def test_card_exclude_drops_a_group_or_a_file_with_its_reason_and_a_typo_is_one_line(tmp_path):
+    card = Path(make_card(tmp_path))
+    plain = load_dataset(str(card), image_size=16)
+    card.write_text(card.read_text() + "exclude:\n  NEU-smear1: one cell, two labels\n  train/EOS/img0.png: out of focus\n")
+    ds = load_dataset(str(card), image_size=16)
+    neu1 = plain.splits.loc[plain.splits.group == "NEU-smear1", "file"].tolist()
+    assert len(neu1) == 3 and sorted(ds.skipped["file"]) == sorted(neu1 + ["train/EOS/img0.png"])
+    assert set(ds.skipped["reason"]) == {"excluded: one cell, two labels", "excluded: out of focus"}
+    assert not set(ds.skipped["file"]) & set(ds.splits["file"]) and len(ds.splits) == len(plain.splits) - 4
+    assert ds.fingerprint != plain.fingerprint
+    card.write_text(card.read_text().replace("NEU-smear1:", "NEU-smear9:"))
+    with pytest.raises(DataError, match=r"exclude: 'NEU-smear9' is neither a group nor a file of this dataset$"):
+        load_dataset(str(card), image_size=16)
+
+
 def test_bare_card_name_resolves_in_the_cards_dir_and_root_in_bench_data_dir(tmp_path, monkeypatch):
     card = Path(make_card(tmp_path))
     card.write_text(card.read_text().replace("root: ../store/smears", "root: somewhere/else/smears"))

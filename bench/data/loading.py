@@ -28,7 +28,7 @@ from bench.validation import Rules, between, check, satisfies
 from bench.data.layouts import Source, content_fingerprint, detect_layout
 from bench.data.layouts.cards import card_image_size
 from bench.data.types import Dataset, Loaded
-from bench.data.splits import SPLITS, assign_splits, check_trainable, effective_groups, group_leaks
+from bench.data.splits import SPLITS, assign_splits, check_trainable, effective_groups, exclusions, group_leaks
 
 log = logging.getLogger("bench.data.loading")
 SKIPPED_COLUMNS = ["file", "reason"]
@@ -126,6 +126,8 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
     found = dups.apply(table, features, source.options, near_duplicates, option)
 
     keep, dropped = group_leaks(table, source.options.get("group_leak", "drop"))
+    kept, excluded = exclusions(table, source.options.get("exclude"))
+    keep &= kept
     table = table[keep].reset_index(drop=True)
     rows = np.flatnonzero(keep)
     class_names = list(source.class_names)
@@ -140,9 +142,10 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
         mask = split == part
         arrays[part] = (np.asarray(x_all[rows[mask]]), y[mask])
     groups = effective_groups(table)
-    if skipped or dropped:
+    if skipped or dropped or excluded:
         bits = [f"skipped {len(skipped)} unusable files ({_reason_counts(skipped)})"] if skipped else []
         bits += [f"dropped {len(dropped)} images whose group is also in a higher official split"] if dropped else []
+        bits += [f"excluded {len(excluded)} images the card lists as unusable"] if excluded else []
         log.warning("data: %s; see skipped_files.csv", "; ".join(bits))
     duplicates = cross_class_duplicates(table)
     if len(duplicates):
@@ -154,7 +157,7 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
                     if groups is not None else "no groups")
     group_counts += f" ({found})" if found else ""
     summary = (f"data {name}: {source.layout}, {len(class_names)} classes, {counts} images, {group_counts}, "
-               f"{image_size}px {mode}, {len(skipped) + len(dropped)} skipped"
+               f"{image_size}px {mode}, {len(skipped) + len(dropped) + len(excluded)} skipped"
                + (f", {duplicates['sha1'].nunique()} cross-class duplicates" if len(duplicates) else "")
                + (" (cached)" if from_cache else ""))
     splits = pd.DataFrame({"file": table["file"], "class": table["class"],
@@ -167,7 +170,7 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
         fingerprint=_fingerprint(source, image_size, mode, rule, seed, (val_fraction, test_fraction)),
         resize_mode=mode,
         splits=splits, splits_fingerprint=splits_fingerprint(splits, table["sha1"]),
-        skipped=pd.DataFrame(skipped + dropped, columns=SKIPPED_COLUMNS),
+        skipped=pd.DataFrame(skipped + dropped + excluded, columns=SKIPPED_COLUMNS),
         summary=summary,
         groups_test=None if groups is None else np.asarray(groups[split == "test"]),
     )

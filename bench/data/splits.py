@@ -58,6 +58,21 @@ def group_leaks(table: pd.DataFrame, policy: str) -> tuple[np.ndarray, list[tupl
     return ~leaking, dropped
 
 
+def exclusions(table: pd.DataFrame, exclude: dict[str, str] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Rows to keep, and the dropped ones with reasons, for the card's `exclude`: each key a group or a file (as
+    listed) known to be unusable, e.g. one cell labelled two ways, with the reason shown in skipped_files.csv.
+    A key that matches nothing is a one-line DataError (a typo would otherwise keep the images silently)."""
+    keep = np.ones(len(table), dtype=bool)
+    dropped: list[tuple[str, str]] = []
+    for key, reason in (exclude or {}).items():
+        hit = ((table["group"] == key) | (table["file"] == key)).to_numpy()
+        if not hit.any():
+            raise DataError(f"exclude: {key!r} is neither a group nor a file of this dataset")
+        dropped += [(f, f"excluded: {reason}") for f in table["file"][hit & keep]]
+        keep &= ~hit
+    return keep, dropped
+
+
 def _carve(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, what: str) -> np.ndarray:
     """Boolean mask of the rows held out: one stratified (grouped) fold of round(1/fraction)."""
     n_splits = max(2, round(1.0 / fraction))

@@ -22,15 +22,17 @@ GROUP_LEAK_POLICIES = ("drop", "keep", "error")
 CARD_KEYS = {
     "name": str, "description": str, "source": str, "license": str, "root": str, "layout": str,
     "splits": dict, "classes": dict, "groups": dict, "labels": dict, "resize_mode": str, "image_size": int,
-    "group_leak": str, "label_pattern": str, "group_pattern": str, "near_duplicates": bool,
+    "group_leak": str, "label_pattern": str, "group_pattern": str, "near_duplicates": bool, "exclude": dict,
 }
-CARD_DEFAULTS = {"resize_mode": "pad", "group_leak": "drop", "image_size": None}  # None: the caller's default
+CARD_DEFAULTS = {"resize_mode": "pad", "group_leak": "drop", "image_size": None, "exclude": None}  # None: the caller's default
 _SIZE = between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 CARD_RULES: Rules = (
     ("layout", one_of(DIRECTORY_LAYOUTS)),
     ("resize_mode", one_of(RESIZE_MODES)),
     ("image_size", satisfies(lambda v: v is None or _SIZE.test(v), _SIZE.rule)),
     ("group_leak", one_of(GROUP_LEAK_POLICIES)),
+    ("exclude", satisfies(lambda v: v is None or all(isinstance(k, str) and isinstance(r, str) and r.strip()
+                                                     for k, r in v.items()), "a mapping of group or file to a reason")),
 )
 CSV_KEYS = {"groups": ("csv", "file_column", "group_column"), "labels": ("csv", "file_column", "class_column")}
 
