@@ -13,8 +13,9 @@ ROOT = SHARED_DIR / "datasets" / "blood_cells_kaggle"
 pytestmark = pytest.mark.skipif(not (ROOT / "provenance.csv").is_file(),
                                 reason=f"the Kaggle blood-cells set is not at {ROOT}")
 
-# SOURCE.md: train 9,957 and test 2,487 images; 3 overlapping-field groups hold 138 train copies of test smears.
-TRAIN, TEST, LEAKING_TRAIN_COPIES = 9_957, 2_487, 138
+# SOURCE.md: train 9,957 and test 2,487 images; 3 overlapping-field groups hold 138 train copies of test smears;
+# smears 206 (LYMPHOCYTE, 93 copies) and 278 (MONOCYTE, 156), one cell labelled two ways, are one train group.
+TRAIN, TEST, LEAKING_TRAIN_COPIES, CONFLICTING = 9_957, 2_487, 138, 93 + 156
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
 
@@ -35,8 +36,10 @@ def test_kaggle_card_loads_with_source_counts_and_no_group_in_two_splits(tmp_pat
     assert ds.class_names == CLASSES and ds.x_train.shape[1:] == (64, 64, 3)
     assert len(ds.y_test) == TEST
     leaks = ds.skipped["reason"].str.startswith("group leak")
-    assert leaks.sum() == LEAKING_TRAIN_COPIES and len(ds.skipped) == LEAKING_TRAIN_COPIES
-    assert len(ds.y_train) + len(ds.y_val) + LEAKING_TRAIN_COPIES == TRAIN
+    excluded = ds.skipped["reason"].str.startswith("excluded: label conflict")
+    assert leaks.sum() == LEAKING_TRAIN_COPIES and excluded.sum() == CONFLICTING
+    assert len(ds.skipped) == LEAKING_TRAIN_COPIES + CONFLICTING
+    assert len(ds.y_train) + len(ds.y_val) + LEAKING_TRAIN_COPIES + CONFLICTING == TRAIN
     assert 0.15 < len(ds.y_val) / (len(ds.y_train) + len(ds.y_val)) < 0.3
     assert ds.splits.groupby("group")["split"].nunique().max() == 1
     assert not ds.splits["file"].str.startswith(("test_simple/", "_original_smears/")).any()
