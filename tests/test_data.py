@@ -19,6 +19,7 @@ from PIL import Image
 from bench.data import cache, class_weights, inspect, load, load_dataset
 from bench.errors import DataError
 from bench.data import detect_layout, list_layouts
+from bench.data.splits import exclusions
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "bmp": "BMP", "tif": "TIFF"}
 
@@ -176,6 +177,12 @@ def test_card_exclude_drops_a_group_or_a_file_with_its_reason_and_a_typo_is_one_
     card.write_text(card.read_text().replace("NEU-smear1:", "NEU-smear9:"))
     with pytest.raises(DataError, match=r"exclude: 'NEU-smear9' is neither a group nor a file of this dataset$"):
         load_dataset(str(card), image_size=16)
+
+
+def test_exclude_lists_only_rows_not_already_dropped():
+    table = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "group": ["g1", "g1", "g2"]})
+    keep, dropped = exclusions(table, {"g1": "two labels"}, np.array([False, True, True]))  # a.png: a group leak
+    assert keep.tolist() == [False, False, True] and dropped == [("b.png", "excluded: two labels")]
 
 
 def test_bare_card_name_resolves_in_the_cards_dir_and_root_in_bench_data_dir(tmp_path, monkeypatch):

@@ -126,8 +126,7 @@ def load(data: str, *, image_size: int | None = None, seed: int = 0, val_fractio
     found = dups.apply(table, features, source.options, near_duplicates, option)
 
     keep, dropped = group_leaks(table, source.options.get("group_leak", "drop"))
-    kept, excluded = exclusions(table, source.options.get("exclude"))
-    keep &= kept
+    keep, excluded = exclusions(table, source.options.get("exclude"), keep)
     table = table[keep].reset_index(drop=True)
     rows = np.flatnonzero(keep)
     class_names = list(source.class_names)

@@ -58,11 +58,13 @@ def group_leaks(table: pd.DataFrame, policy: str) -> tuple[np.ndarray, list[tupl
     return ~leaking, dropped
 
 
-def exclusions(table: pd.DataFrame, exclude: dict[str, str] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Rows to keep, and the dropped ones with reasons, for the card's `exclude`: each key a group or a file (as
-    listed) known to be unusable, e.g. one cell labelled two ways, with the reason shown in skipped_files.csv.
-    A key that matches nothing is a one-line DataError (a typo would otherwise keep the images silently)."""
-    keep = np.ones(len(table), dtype=bool)
+def exclusions(table: pd.DataFrame, exclude: dict[str, str] | None,
+               keep: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """`keep` narrowed by the card's `exclude`, and the newly dropped rows with reasons: each key a group or a file
+    (as listed) known to be unusable, e.g. one cell labelled two ways, with the reason shown in skipped_files.csv
+    (a row `keep` already drops is not listed twice). A key that matches nothing is a one-line DataError (a typo
+    would otherwise keep the images silently)."""
+    keep = keep.copy()
     dropped: list[tuple[str, str]] = []
     for key, reason in (exclude or {}).items():
         hit = ((table["group"] == key) | (table["file"] == key)).to_numpy()
