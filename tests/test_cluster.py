@@ -129,7 +129,10 @@ def test_readme_recipe_runs_a_study_on_three_machines_through_the_tracking_serve
             work, env = machine(tmp_path, name, **shared, PARENT=parent)
             procs[name] = launch(worker_line, work, env, logs / f"{name}.log")
 
-        storage, client = optuna_db.replace("postgresql://", "postgresql+psycopg2://"), MlflowClient(uri, uri)
+        # One storage (one SQLAlchemy engine) for every poll: a study loaded from a URL opens an engine, and a
+        # connection, each time; on a loaded machine the polls reached the server's 100 connections.
+        storage = optuna.storages.RDBStorage(optuna_db.replace("postgresql://", "postgresql+psycopg2://"))
+        client = MlflowClient(uri, uri)
         victim = wait_for(lambda: _training(storage, client), "trial training on a worker", 180, procs, logs)
         procs[victim].send_signal(signal.SIGKILL)
         procs["killed"] = procs.pop(victim)
@@ -176,7 +179,7 @@ def _parent_id(log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def _training(storage: str, c: MlflowClient) -> str | None:
+def _training(storage: optuna.storages.RDBStorage, c: MlflowClient) -> str | None:
     """The worker machine of a trial that is training now (its MLflow run is open), if any."""
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
@@ -191,7 +194,7 @@ def _training(storage: str, c: MlflowClient) -> str | None:
     return None
 
 
-def check_study(storage: str, victim: str) -> None:
+def check_study(storage: optuna.storages.RDBStorage, victim: str) -> None:
     """TRIALS complete trials, each once; the killed one failed and came back with its parameters on the
     other worker."""
     trials = optuna.load_study(study_name=STUDY, storage=storage).trials
