@@ -7,15 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.search import list_engines
 from bench.search import study as search
 from bench.search.budget import EPOCHS_METRIC, UNLIMITED_TRIALS, Budget, startup_trials
 from bench.search.engines.keras_tuner_engine import WEIGHTS_FILE, project_dir
-from bench.search.space import space_path
 from tests.conftest import children, tiny_config
+from tests.searchproc import write_space
 
 
 def spent(result) -> tuple[int, int]:
@@ -59,13 +58,9 @@ def test_tpe_start_up_trials_scale_with_the_epochs_budget(tracking: Path) -> Non
 
 def test_hyperband_continues_promoted_trials_from_their_parent_to_max_epochs(tracking: Path) -> None:
     # max_epochs 3, factor 3: bracket 1 runs 3 trials of 1 epoch, then promotes the best to 3 epochs (2 more).
-    # The scratch space without its cost ceiling: a draw rejected before training would take a place in the bracket.
-    raw = yaml.safe_load(space_path("scratch_cnn").read_text())
-    raw.pop("max_mflops_per_image")
-    space = tracking / "scratch_cnn_unbounded.yaml"
-    space.write_text(yaml.safe_dump(raw))
-    config = tiny_config(tracking, space=str(space), engine="keras-tuner", tuner="hyperband", trials=1000, epochs=3,
-                         epoch_budget=5, register=False)
+    # The tiny space has no cost ceiling: a draw rejected before training would take a place in the bracket.
+    config = tiny_config(tracking, space=str(write_space(tracking)), engine="keras-tuner", tuner="hyperband",
+                         trials=1000, epochs=3, epoch_budget=5, register=False)
     result = search.run(config)
     folder = project_dir() / config.study_name
     trials = {p.parent.name.removeprefix("trial_"): json.loads(p.read_text())["hyperparameters"]["values"]

@@ -27,6 +27,7 @@ from bench.errors import ConfigError
 from bench.reporting import leaderboard
 from bench.search import make_config, workers
 from bench.search.engines import optuna_engine
+from bench.search.engines.optuna_storage import make_storage
 from bench.tracking import dblock
 from tests import pg, searchproc
 from tests.conftest import TINY_DATA
@@ -131,7 +132,7 @@ def test_readme_recipe_runs_a_study_on_three_machines_through_the_tracking_serve
 
         # One storage (one SQLAlchemy engine) for every poll: a study loaded from a URL opens an engine, and a
         # connection, each time; on a loaded machine the polls reached the server's 100 connections.
-        storage = optuna.storages.RDBStorage(optuna_db.replace("postgresql://", "postgresql+psycopg2://"))
+        storage = make_storage(optuna_db)
         client = MlflowClient(uri, uri)
         victim = wait_for(lambda: _training(storage, client), "trial training on a worker", 180, procs, logs)
         procs[victim].send_signal(signal.SIGKILL)
@@ -179,7 +180,7 @@ def _parent_id(log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def _training(storage: optuna.storages.RDBStorage, c: MlflowClient) -> str | None:
+def _training(storage: optuna.storages.BaseStorage, c: MlflowClient) -> str | None:
     """The worker machine of a trial that is training now (its MLflow run is open), if any."""
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
@@ -194,7 +195,7 @@ def _training(storage: optuna.storages.RDBStorage, c: MlflowClient) -> str | Non
     return None
 
 
-def check_study(storage: optuna.storages.RDBStorage, victim: str) -> None:
+def check_study(storage: optuna.storages.BaseStorage, victim: str) -> None:
     """TRIALS complete trials, each once; the killed one failed and came back with its parameters on the
     other worker."""
     trials = optuna.load_study(study_name=STUDY, storage=storage).trials
