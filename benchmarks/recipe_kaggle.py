@@ -22,6 +22,7 @@ def main() -> None:
                         help="change one parameter of the space's defaults (YAML value); repeatable")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=None, help="decoded side in px (default: the card's)")
     args = parser.parse_args()
 
     from sklearn.metrics import f1_score
@@ -33,8 +34,8 @@ def main() -> None:
 
     changes = {name: yaml.safe_load(value) for name, value in (item.split("=", 1) for item in args.set)}
     params = {**defaults(load_space("scratch_cnn")), **changes}
-    ds = load_dataset(args.data, seed=0)
-    print(f"train {len(ds.y_train)}, validation {len(ds.y_val)}, test {len(ds.y_test)}; changes {changes or 'none'}",
+    ds = load_dataset(args.data, image_size=args.image_size, seed=0)
+    print(f"{ds.x_train.shape[1]} px; train {len(ds.y_train)}, validation {len(ds.y_val)}, test {len(ds.y_test)}; changes {changes or 'none'}",
           flush=True)
     for seed in (int(s) for s in args.seeds.split(",")):
         start_trial(seed)
