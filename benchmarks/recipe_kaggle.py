@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import numpy as np
 import yaml
 
 
@@ -23,6 +25,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=None, help="decoded side in px (default: the card's)")
+    parser.add_argument("--save", default="", metavar="DIR",
+                        help="write each fit's validation and test probabilities to DIR/seed<N>.npz (to compare or "
+                             "ensemble fits afterwards without retraining)")
     args = parser.parse_args()
 
     from sklearn.metrics import f1_score
@@ -42,7 +47,13 @@ def main() -> None:
         started = time.perf_counter()
         fit = fit_and_score(params, ds, family="scratch_cnn", epochs=args.epochs, seed=seed)
         seconds = time.perf_counter() - started
-        pred = predict_proba(fit.model, ds.x_test).argmax(axis=1)
+        proba = predict_proba(fit.model, ds.x_test)
+        pred = proba.argmax(axis=1)
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(Path(args.save) / f"seed{seed}.npz", val=fit.val_prob, test=proba, y_val=ds.y_val,
+                                y_test=ds.y_test, groups_test=ds.groups_test, classes=np.asarray(ds.class_names),
+                                best_epoch=fit.best_epoch, seconds=seconds)
         trace = [round(row["val_f1_macro"], 3) for row in fit.history]
         print(f"seed {seed}: val_f1_macro after each epoch {trace}; kept epoch {fit.best_epoch} "
               f"({fit.best_value:.3f}); test accuracy {(pred == ds.y_test).mean():.3f}, macro-F1 "

@@ -1,0 +1,66 @@
+"""Which test cells do fits lose, and does averaging them help? Reads the probability files that
+`benchmarks/recipe_kaggle.py --save DIR` writes (one per fit), and prints each fit's validation and test accuracy,
+the equal-weight mean of all of them (an ensemble that needs no retraining), and every source group of the test
+split that some fit gets under 99 % right, with each fit's accuracy on it and the class it is mostly called.
+
+    python benchmarks/recipe_kaggle.py --seeds 0 --save fits/64px
+    python benchmarks/recipe_kaggle.py --seeds 0 --image-size 96 --save fits/96px
+    python benchmarks/compare_fits.py 64px=fits/64px/seed0.npz 96px=fits/96px/seed0.npz
+
+A group every fit loses is a limit of the data (or of the whole recipe family), not of one configuration; the
+README's Kaggle section reads these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+
+def load(spec: str) -> tuple[str, dict[str, np.ndarray]]:
+    name, _, path = spec.rpartition("=")
+    with np.load(path, allow_pickle=True) as f:
+        return name or path, {key: f[key] for key in f.files}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fits", nargs="+", metavar="[NAME=]FILE.npz")
+    parser.add_argument("--below", type=float, default=0.99, help="list groups some fit gets under this accuracy")
+    args = parser.parse_args(argv)
+
+    fits = dict(load(spec) for spec in args.fits)
+    first = next(iter(fits.values()))
+    for name, f in fits.items():
+        if not (np.array_equal(f["y_test"], first["y_test"]) and np.array_equal(f["y_val"], first["y_val"])):
+            raise SystemExit(f"error: {name} was scored on other validation or test images than the first fit")
+    classes, y_test, groups = first["classes"], first["y_test"], first["groups_test"]
+    table = pd.DataFrame({"class": classes[y_test], "group": groups})
+    rows = []
+    for name, f in {**fits, **({"mean of all": _mean(fits)} if len(fits) > 1 else {})}.items():
+        pred = f["test"].argmax(1)
+        table[name] = pred == y_test
+        table[f"{name} calls"] = classes[pred]
+        rows.append({"fit": name, "val accuracy": (f["val"].argmax(1) == f["y_val"]).mean(),
+                     "test accuracy": table[name].mean()})
+    print(pd.DataFrame(rows).to_string(index=False, float_format="{:.3f}".format))
+    names = [r["fit"] for r in rows]
+    by_group = table.groupby(["class", "group"])
+    out = by_group[names].mean()
+    out.insert(0, "images", by_group.size())
+    out[f"mostly called by {names[0]}"] = by_group[f"{names[0]} calls"].agg(lambda s: s.mode().iloc[0])
+    out["points (first fit)"] = (1 - out[names[0]]) * out["images"] / len(table) * 100
+    print(out[(out[names] < args.below).any(axis=1)].to_string(float_format="{:.2f}".format))
+    return 0
+
+
+def _mean(fits: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    first = next(iter(fits.values()))
+    return {"val": np.mean([f["val"] for f in fits.values()], 0), "test": np.mean([f["test"] for f in fits.values()], 0),
+            "y_val": first["y_val"]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
