@@ -1,10 +1,14 @@
-"""What does one recipe change do on real data? The scratch space's defaults, with `--set name=value` changes, trained
-as a trial is (train alone, best epoch kept on validation) on the Kaggle blood cells at the card's geometry, for each
-`--seeds` seed; the official TEST is read once per fit, after the choice. Per fit: the validation macro-F1 after every
+"""What does one recipe change do on real data? A space's defaults (`--space`, scratch_cnn unless given), with
+`--set name=value` changes, trained as a trial is (train alone, best epoch kept on validation) on the Kaggle blood
+cells at the card's geometry, for each `--seeds` seed; the official TEST is read once per fit, after the choice.
+`--carve-seed` draws another grouped validation carve from train (how much the estimate moves with the carve), and
+`--save DIR` keeps each fit's probabilities for benchmarks/compare_fits.py. Per fit: the validation macro-F1 after every
 epoch (how steady the end of training is), the kept epoch, test accuracy and macro-F1, the test's costliest source
 groups (bench.metrics.group_losses) and the seconds. Without `--set` it measures the defaults themselves.
 
     python benchmarks/recipe_kaggle.py --set ema_momentum=0.99 --seeds 0,1
+    python benchmarks/recipe_kaggle.py --space mobilenet_v2 --image-size 128 \
+        --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ import yaml
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="datasets/blood_cells_kaggle.yaml")
+    parser.add_argument("--space", default="scratch_cnn", help="a search space; its defaults are the recipe")
+    parser.add_argument("--weights", default="imagenet", help="pretrained spaces: imagenet or a weights file")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change one parameter of the space's defaults (YAML value); repeatable")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=None, help="decoded side in px (default: the card's)")
+    parser.add_argument("--carve-seed", type=int, default=0,
+                        help="seed of the grouped validation carve from train (the search's --seed carves the same)")
     parser.add_argument("--save", default="", metavar="DIR",
                         help="write each fit's validation and test probabilities to DIR/seed<N>.npz (to compare or "
                              "ensemble fits afterwards without retraining)")
@@ -38,14 +46,15 @@ def main() -> None:
     from bench.training import fit_and_score, predict_proba, start_trial
 
     changes = {name: yaml.safe_load(value) for name, value in (item.split("=", 1) for item in args.set)}
-    params = {**defaults(load_space("scratch_cnn")), **changes}
-    ds = load_dataset(args.data, image_size=args.image_size, seed=0)
-    print(f"{ds.x_train.shape[1]} px; train {len(ds.y_train)}, validation {len(ds.y_val)}, test {len(ds.y_test)}; changes {changes or 'none'}",
+    space = load_space(args.space)
+    params = {**defaults(space), **changes}
+    ds = load_dataset(args.data, image_size=args.image_size, seed=args.carve_seed)
+    print(f"{ds.x_train.shape[1]} px, carve seed {args.carve_seed}; train {len(ds.y_train)}, validation {len(ds.y_val)}, test {len(ds.y_test)}; changes {changes or 'none'}",
           flush=True)
     for seed in (int(s) for s in args.seeds.split(",")):
         start_trial(seed)
         started = time.perf_counter()
-        fit = fit_and_score(params, ds, family="scratch_cnn", epochs=args.epochs, seed=seed)
+        fit = fit_and_score(params, ds, family=space.family, epochs=args.epochs, seed=seed, weights=args.weights)
         seconds = time.perf_counter() - started
         proba = predict_proba(fit.model, ds.x_test)
         pred = proba.argmax(axis=1)
@@ -53,6 +62,7 @@ def main() -> None:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(Path(args.save) / f"seed{seed}.npz", val=fit.val_prob, test=proba, y_val=ds.y_val,
                                 y_test=ds.y_test, groups_test=ds.groups_test, classes=np.asarray(ds.class_names),
+                                splits_fingerprint=ds.splits_fingerprint,
                                 best_epoch=fit.best_epoch, seconds=seconds)
         trace = [round(row["val_f1_macro"], 3) for row in fit.history]
         print(f"seed {seed}: val_f1_macro after each epoch {trace}; kept epoch {fit.best_epoch} "
