@@ -27,13 +27,10 @@ def load(spec: str) -> tuple[str, dict[str, np.ndarray]]:
         return name or path, {key: f[key] for key in f.files}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fits", nargs="+", metavar="[NAME=]FILE.npz")
-    parser.add_argument("--below", type=float, default=0.99, help="list groups some fit gets under this accuracy")
-    args = parser.parse_args(argv)
-
-    fits = dict(load(spec) for spec in args.fits)
+def compare(fits: dict[str, dict[str, np.ndarray]], *, below: float = 0.99) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per fit, and the mean of all when there are several: validation macro-F1, test accuracy and
+    macro-F1; one row per (class, group) of the test split that some fit gets under `below`: its images, each fit's
+    accuracy on it, what the first fit mostly calls it, and the accuracy points that costs the first fit)."""
     first = next(iter(fits.values()))
     for name, f in fits.items():
         if not np.array_equal(f["y_test"], first["y_test"]):
@@ -49,14 +46,23 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"fit": name,
                      "val F1 (macro)": f1_score(f["y_val"], f["val"].argmax(1), average="macro") if scored else np.nan,
                      "test accuracy": table[name].mean(), "test F1 (macro)": f1_score(y_test, pred, average="macro")})
-    print(pd.DataFrame(rows).to_string(index=False, float_format="{:.3f}".format))
     names = [r["fit"] for r in rows]
     by_group = table.groupby(["class", "group"])
     out = by_group[names].mean()
     out.insert(0, "images", by_group.size())
     out[f"mostly called by {names[0]}"] = by_group[f"{names[0]} calls"].agg(lambda s: s.mode().iloc[0])
     out["points (first fit)"] = (1 - out[names[0]]) * out["images"] / len(table) * 100
-    print(out[(out[names] < args.below).any(axis=1)].to_string(float_format="{:.2f}".format))
+    return pd.DataFrame(rows), out[(out[names] < below).any(axis=1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fits", nargs="+", metavar="[NAME=]FILE.npz")
+    parser.add_argument("--below", type=float, default=0.99, help="list groups some fit gets under this accuracy")
+    args = parser.parse_args(argv)
+    scores, lost = compare(dict(load(spec) for spec in args.fits), below=args.below)
+    print(scores.to_string(index=False, float_format="{:.3f}".format))
+    print(lost.to_string(float_format="{:.2f}".format))
     return 0
 
 
