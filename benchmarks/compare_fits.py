@@ -29,30 +29,32 @@ def load(spec: str) -> tuple[str, dict[str, np.ndarray]]:
 
 def compare(fits: dict[str, dict[str, np.ndarray]], *, below: float = 0.99) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per fit, and the mean of all when there are several: validation macro-F1, test accuracy and
-    macro-F1; one row per (class, group) of the test split that some fit gets under `below`: its images, each fit's
-    accuracy on it, what the first fit mostly calls it, and the accuracy points that costs the first fit)."""
+    macro-F1; one row per (class, group) of the test split that some fit gets under `below`, costliest to the first
+    fit first: its images, each fit's accuracy on it, what the first fit mostly calls it, and the accuracy points that
+    costs the first fit). The per-group columns are bench.metrics.group_losses of each fit."""
+    from bench.metrics import group_losses
+
     first = next(iter(fits.values()))
     for name, f in fits.items():
         if not np.array_equal(f["y_test"], first["y_test"]):
             raise SystemExit(f"error: {name} was scored on other test images than the first fit")
-    classes, y_test, groups = first["classes"], first["y_test"], first["groups_test"]
-    table = pd.DataFrame({"class": classes[y_test], "group": groups})
-    rows = []
-    for name, f in {**fits, **({"mean of all": _mean(fits)} if len(fits) > 1 else {})}.items():
-        pred = f["test"].argmax(1)
-        table[name] = pred == y_test
-        table[f"{name} calls"] = classes[pred]
-        scored = not np.isnan(f["val"]).any()
-        rows.append({"fit": name,
-                     "val F1 (macro)": f1_score(f["y_val"], f["val"].argmax(1), average="macro") if scored else np.nan,
-                     "test accuracy": table[name].mean(), "test F1 (macro)": f1_score(y_test, pred, average="macro")})
-    names = [r["fit"] for r in rows]
-    by_group = table.groupby(["class", "group"])
-    out = by_group[names].mean()
-    out.insert(0, "images", by_group.size())
-    out[f"mostly called by {names[0]}"] = by_group[f"{names[0]} calls"].agg(lambda s: s.mode().iloc[0])
-    out["points (first fit)"] = (1 - out[names[0]]) * out["images"] / len(table) * 100
-    return pd.DataFrame(rows), out[(out[names] < below).any(axis=1)]
+    classes, y_test, groups = list(first["classes"]), first["y_test"], first["groups_test"]
+    every = {**fits, **({"mean of all": _mean(fits)} if len(fits) > 1 else {})}
+    preds = {name: f["test"].argmax(1) for name, f in every.items()}
+    scores = pd.DataFrame([
+        {"fit": name,
+         "val F1 (macro)": np.nan if np.isnan(f["val"]).any() else f1_score(f["y_val"], f["val"].argmax(1),
+                                                                            average="macro"),
+         "test accuracy": (preds[name] == y_test).mean(), "test F1 (macro)": f1_score(y_test, preds[name],
+                                                                                      average="macro")}
+        for name, f in every.items()])
+    tables = {name: group_losses(y_test, pred, groups, classes).set_index(["class", "group"])
+              for name, pred in preds.items()}
+    names, head = list(tables), next(iter(tables.values()))
+    out = head[["images"]].join(pd.DataFrame({name: table["accuracy"] for name, table in tables.items()}))
+    out[f"mostly called by {names[0]}"] = head["most_predicted"]
+    out["points (first fit)"] = head["points_lost"] * 100
+    return scores, out[(out[names] < below).any(axis=1)]
 
 
 def main(argv: list[str] | None = None) -> int:
