@@ -2,8 +2,8 @@
 
 Every row trains the scratch space's default model (augmentation off) with one augmentation on, through the real
 input pipeline and `fit`, on random uint8 images: one epoch to trace the graph, then `--repeats` timed epochs
-(the best is kept: the machine is shared). `aug_rot90` is the input pipeline's random rot90; the others are
-Keras layers inside the model (bench.models.blocks).
+(the best is kept: the machine is shared). `aug_rot90` and `aug_mixup` are in the input pipeline
+(bench.training.pipeline); the others are Keras layers inside the model (bench.models.blocks).
 
     .venv/bin/python benchmarks/augmentation_cost.py [--images 1024] [--size 64] [--repeats 2]
 """
@@ -31,9 +31,10 @@ ROWS = {
     "aug_contrast 0.1": {"aug_contrast": 0.1},
     "aug_rotation 0.1": {"aug_rotation": 0.1},
     "aug_zoom 0.1": {"aug_zoom": 0.1},
+    "aug_mixup 0.2 (pipeline)": {"aug_mixup": 0.2},
 }
 OFF = {"aug_flip": False, "aug_rot90": False, "aug_translate": 0.0, "aug_stain": 0.0, "aug_contrast": 0.0,
-       "aug_rotation": 0.0, "aug_zoom": 0.0}
+       "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_mixup": 0.0}
 
 
 def main() -> None:
@@ -63,9 +64,11 @@ def main() -> None:
         params = {**base, **extra}
         keras.backend.clear_session()
         model = build_model("scratch_cnn", params, image_size=args.size, n_classes=8, seed=0)
-        model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy", jit_compile=False)
+        mixup = float(params["aug_mixup"])  # blends one-hot labels: the categorical loss
+        model.compile(optimizer=make_optimizer(params), jit_compile=False,
+                      loss="categorical_crossentropy" if mixup else "sparse_categorical_crossentropy")
         data = batches(x, y, batch_size=int(params["batch_size"]), seed=0, shuffle=True,
-                       rot90=bool(params.get("aug_rot90")))
+                       rot90=bool(params.get("aug_rot90")), one_hot=8 if mixup else 0, mixup=mixup)
         model.fit(data, epochs=1, verbose=0)
         seconds = []
         for _ in range(args.repeats):

@@ -60,6 +60,34 @@ def test_rot90_turns_are_the_same_for_one_seed_and_new_each_epoch() -> None:
     assert (first[0] != first[1]).mean() > 0.5
 
 
+def test_mixup_blends_pairs_of_images_and_their_labels_the_same_for_one_seed() -> None:
+    # Each class's images are one constant (60 x class), so a blend of classes c1, c2 with weight w has the mean
+    # 60 (w c1 + (1 - w) c2) = 60 x (label row . class numbers).
+    y = np.arange(64) % 4
+    x = np.broadcast_to((60 * y).astype(np.uint8)[:, None, None, None], (64, 4, 4, 3)).copy()
+
+    def blended() -> tuple[np.ndarray, np.ndarray]:
+        images, labels = next(iter(batches(x, y, batch_size=64, seed=0, shuffle=True, one_hot=4, mixup=0.4)))
+        return images.numpy(), labels.numpy()
+
+    images, labels = blended()
+    np.testing.assert_allclose(labels.sum(axis=1), 1, atol=1e-6)
+    # Beta(0.4, 0.4) draws most weights near 0 or 1, and a quarter of the pairs share a class: still, many blend
+    assert ((labels > 0.05) & (labels < 0.95)).any(axis=1).mean() > 0.25
+    np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), 60 * labels @ np.arange(4), atol=0.5)
+    again = blended()
+    np.testing.assert_array_equal(again[0], images)
+    np.testing.assert_array_equal(again[1], labels)
+    with pytest.raises(ValueError, match="one_hot"):
+        batches(x, y, batch_size=64, seed=0, shuffle=True, mixup=0.4)
+
+
+def test_mixup_lives_in_the_input_pipeline_so_the_model_is_unchanged() -> None:
+    plain = build_model("scratch_cnn", BASE, image_size=32, n_classes=3, seed=0)
+    mixed = build_model("scratch_cnn", {**BASE, "aug_mixup": 0.2}, image_size=32, n_classes=3, seed=0)
+    assert [type(layer) for layer in mixed.layers] == [type(layer) for layer in plain.layers]
+
+
 def test_a_fit_with_the_whole_default_recipe_is_reproducible() -> None:
     tiny = load_dataset(TINY_DATA, image_size=32, seed=0)
     params = {**defaults(load_space("scratch_cnn")), "batch_size": 8}
@@ -83,7 +111,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
 def test_the_whole_recipe_trains_and_the_model_still_predicts_raw_pixels() -> None:
     tiny = load_dataset(TINY_DATA, image_size=32, seed=0)
     params = {**BASE, **NEW_AUGMENTATION, "aug_rot90": True, "lr_schedule": "cosine", "lr_warmup_epochs": 0.5,
-              "label_smoothing": 0.1, "optimizer": "adamw", "weight_decay": 1e-4, "class_weight": "balanced"}
+              "label_smoothing": 0.1, "optimizer": "adamw", "weight_decay": 1e-4, "class_weight": "balanced",
+              "aug_mixup": 0.2}
     fit = fit_and_score(params, tiny, family="scratch_cnn", epochs=2, seed=0)
     assert len(fit.history) == 2 and np.isfinite(fit.history[-1]["loss"]) and 0 <= fit.history[-1]["accuracy"] <= 1
     assert fit.model.output_shape[-1] == len(tiny.class_names)

@@ -11,6 +11,8 @@ Keras layers so that a saved model loads without project code, each a no-op at i
   x(0.5+s)/(0.5-s), hue shifted by up to +-s/6 of the colour circle;
 - `aug_rotation`, `aug_zoom` (arbitrary angles and scales: expensive on CPU, see benchmarks/augmentation_cost.py)
   and `aug_contrast`.
+
+`aug_mixup` (blending pairs of images and their labels) needs the labels, so it too is in the input pipeline.
 """
 
 from __future__ import annotations

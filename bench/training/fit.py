@@ -205,8 +205,9 @@ def fit_and_score(
     for phase in training_phases(family, model, params, epochs):
         if phase.prepare is not None:
             phase.prepare(model)
-        # rot90 happens in the input pipeline, on pixels: it rules the cached-features route out.
-        route = features.route(model, dataset) if feature_cache and not params.get("aug_rot90") else None
+        # rot90 and MixUp happen in the input pipeline, on pixels: they rule the cached-features route out.
+        on_pixels = params.get("aug_rot90") or params.get("aug_mixup", 0) > 0
+        route = features.route(model, dataset) if feature_cache and not on_pixels else None
         trainer, x_train = (route.trainer, route.x_train) if route else (model, dataset.x_train)
         monitor.x_val = route.x_val if route else dataset.x_val
         _fit_phase(trainer, phase, params, x_train, dataset.y_train, monitor=monitor, initial_epoch=done,
@@ -239,15 +240,16 @@ def _fit_phase(trainer: keras.Model, phase: Phase, params: dict[str, Any], x: np
     batch_size = int(params.get("batch_size", 64))
     rate = learning_rate(params, phase.learning_rate if phase.learning_rate is not None else params["learning_rate"],
                          steps_per_epoch=math.ceil(len(x) / batch_size), epochs=phase.epochs)
-    smoothing = float(params.get("label_smoothing", 0.0))
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing > 0
+    smoothing, mixup = float(params.get("label_smoothing", 0.0)), float(params.get("aug_mixup", 0.0))
+    one_hot = trainer.output_shape[-1] if smoothing > 0 or mixup > 0 else 0
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if one_hot
             else "sparse_categorical_crossentropy")
     # Compiled per phase: the trainable set and the rate change between phases.
     trainer.compile(optimizer=make_optimizer({**params, "learning_rate": rate}), loss=loss,
                     metrics=["accuracy"], jit_compile=False)
     trainer.fit(
         batches(x, y, batch_size=batch_size, seed=seed, shuffle=True, rot90=bool(params.get("aug_rot90")),
-                one_hot=trainer.output_shape[-1] if smoothing > 0 else 0),
+                one_hot=one_hot, mixup=mixup),
         initial_epoch=initial_epoch,
         epochs=initial_epoch + phase.epochs,
         # SwapEMAWeights first: the monitor then scores and keeps the averaged weights at each epoch end.

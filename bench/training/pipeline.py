@@ -37,10 +37,12 @@ def predict_proba(model: keras.Model, x: np.ndarray, *, batch_size: int = 256) -
 
 
 def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool, rot90: bool = False,
-            one_hot: int = 0) -> tf.data.Dataset:
+            one_hot: int = 0, mixup: float = 0.0) -> tf.data.Dataset:
     """Batches of float32 images. `rot90` (training only) turns each image by a random multiple of 90 degrees:
     Keras has no such layer, and a custom one would not load in the served model. `one_hot` > 0 gives one-hot
-    labels over that many classes (for a label-smoothed loss)."""
+    labels over that many classes (for a label-smoothed loss). `mixup` > 0 (training only; needs `one_hot`) blends
+    each batch's images and labels with a shuffled copy of the batch, weights drawn from Beta(mixup, mixup)
+    (`keras.layers.MixUp`, Zhang et al. 2018): it needs the labels, so it cannot be a layer of the model."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -55,4 +57,12 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle
             num_parallel_calls=tf.data.AUTOTUNE)
     if one_hot:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, one_hot)))
-    return ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if mixup > 0:
+        if not one_hot:
+            raise ValueError("mixup blends labels: it needs one_hot labels")
+        # Sequential map (no num_parallel_calls): the layer's seeded stream then gives each batch the same draw
+        # on every run with one seed.
+        blend = keras.layers.MixUp(alpha=mixup, seed=seed)
+        ds = ds.map(lambda a, b: tuple(blend({"images": a, "labels": b}).values()))
+    return ds.prefetch(tf.data.AUTOTUNE)
