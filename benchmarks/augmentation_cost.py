@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
     y = rng.integers(0, 8, args.images)
-    print(f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, load average "
+    from bench import machine
+    print(f"{datetime.date.today()}, {machine.describe()}, load average "
           f"{os.getloadavg()[0]:.1f}; {args.images} images at {args.size} px, batch {base['batch_size']}, "
           f"best of {args.repeats} epochs\n")
     print("| augmentation | s/epoch | overhead | s per 10,000 images |\n|---|---:|---:|---:|")

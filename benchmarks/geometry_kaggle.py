@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -90,7 +89,8 @@ def main() -> None:
 
     params = {**defaults(load_space("scratch_cnn")), "augment": False}
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+    from bench import machine
+    print(f"{datetime.date.today()}, {machine.describe()}, load average {os.getloadavg()[0]:.1f}; "
           f"{args.data}, {args.fraction:.0%} of the train split's groups, scratch_cnn defaults, {args.epochs} epochs, "
           f"seeds {seeds}; validation carved from train by group; best epoch's validation score\n")
     print("| geometry | train / val images | val F1 macro | val accuracy | s per run | load s |\n"

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -151,7 +150,8 @@ def main() -> None:
     unknown = [s for s in args.sections.split(",") if s not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
-    print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}, "
+    from bench import machine
+    print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {machine.describe()}, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     for name in args.sections.split(","):
         SECTIONS[name](args)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -78,7 +77,8 @@ def main() -> None:
     setups = {"ref": ("keras_sequential_cnn", reference),
               "warm": ("keras_sequential_cnn (warm start)", fit_to_space(space, reference)),
               "default": ("scratch_cnn default", defaults(space))}
-    print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, {os.cpu_count()} CPUs, load average "
+    from bench import machine
+    print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {machine.describe()}, load average "
           f"{os.getloadavg()[0]:.1f}; {args.image_size} px, {args.epochs} epochs, seed {args.seed}\n")
     print("| difficulty | model | val macro-F1 | best epoch | train s |\n|---:|---|---:|---:|---:|", flush=True)
     for d in (float(v) for v in args.difficulties.split(",")):

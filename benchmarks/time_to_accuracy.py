@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -128,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                             float(version.tags[config.objective]), load_keras_model(chosen[tag.MODEL_URI])))
         rows.append(row(f"{result.seconds / 60:.0f} (finished)", label, len(runs),
                         float(version.tags[config.objective]), load_keras_model(version.source)))
+    from bench import machine
     print(f"\n{args.space} on {dataset.name} ({config.image_size} px), {dt.date.today()}, "
-          f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}), command: python "
+          f"{machine.describe()}, command: python "
           f"{' '.join([sys.argv[0], *(argv or sys.argv[1:])])}")
     print("| Minutes | Champion trial | Trials complete | Val F1 | Test accuracy [95 % CI] | Test F1 (macro) [95 % CI] "
           "| Val − test F1 |\n|---|---|---|---|---|---|---|")

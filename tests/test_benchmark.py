@@ -80,7 +80,9 @@ def test_parent_run_holds_the_table_the_report_and_per_contender_metrics(finishe
     assert splits and all(c.get_run(r).data.tags["hemabench.splits_fingerprint"] == splits for r in table["run_id"])
     artifacts = {a.path for a in c.list_artifacts(parent)}
     assert {"benchmark.md", "benchmark.csv", "benchmark_summary.csv", "benchmark_report.html", "search_race.csv"} <= artifacts
-    md = [line for line in mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md").splitlines() if line.startswith("|")]
+    text = mlflow.artifacts.load_text(f"runs:/{parent}/benchmark.md")
+    assert text.startswith("Measured ") and run.data.tags["hemabench.machine"] in text.splitlines()[0]
+    md = [line for line in text.splitlines() if line.startswith("|")]
     assert [cell.strip() for cell in md[0].strip("|").split("|")] == MD_HEADER
     assert len(md) == 2 + 4
     assert re.search(r"\| keras_sequential_cnn \| reference \| 2 \| \d\.\d{3} \[-?\d\.\d{3}, \d\.\d{3}\]; test "

@@ -3,13 +3,14 @@ registry are the same whichever engine ran the trials (parametrized over `list_e
 
 from __future__ import annotations
 
+import os
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import search
+from bench import machine, search
 from bench.search import list_engines
 from tests.conftest import TEST_KEYS, TRIAL_ARTIFACTS, VAL_KEYS, children, isolate, tiny_config
 
@@ -37,6 +38,7 @@ def test_every_trial_is_a_finished_child_run_with_params_curves_metrics_and_arti
         assert run.data.tags["hemabench.study"] == config.study_name
         assert run.data.tags["hemabench.space"] == "scratch_cnn"
         assert run.data.tags["hemabench.dataset_fingerprint"]
+        assert f"{len(os.sched_getaffinity(0))} CPUs" in run.data.tags["hemabench.machine"]  # what its speed means
         assert {"learning_rate", "n_blocks", "optimizer", "batch_size", "epochs", "family"} <= set(run.data.params)
         assert not any(key.startswith("tuner/") for key in run.data.params)
         assert run.data.params["batch_norm"] in ("True", "False")  # the YAML's booleans, not KerasTuner's 0/1
@@ -58,6 +60,7 @@ def test_parent_run_holds_best_test_metrics_leaderboard_and_splits(finished) -> 
     c = MlflowClient()
     parent = c.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["hemabench.engine"] == config.engine
+    assert parent.data.tags["hemabench.machine"] == machine.describe()  # TensorFlow is loaded in both processes
     assert TEST_KEYS | {"best_val_f1_macro", "trials_complete"} <= set(parent.data.metrics)
     artifacts = {a.path for a in c.list_artifacts(result.parent_run_id)}
     assert {"leaderboard.csv", "leaderboard.html", "splits.csv", "test_confusion_matrix.png", "test_roc_curve.html",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-CORE = {"errors", "paths", "images", "text", "registry", "validation", "lazy", "quiet"}
+CORE = {"errors", "paths", "images", "text", "registry", "validation", "lazy", "quiet", "machine"}
 # Layer of each subpackage: a module may import only from a lower layer (or its own subpackage, or the core).
 LAYERS = {"core": 0, "metrics": 1, "data": 1, "models": 1, "serving": 1, "training": 2, "tracking": 2,
           "reporting": 3, "search": 4, "benchmark": 5, "top": 6}

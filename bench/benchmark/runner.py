@@ -27,7 +27,7 @@ import pandas as pd
 from sklearn.dummy import DummyClassifier
 from mlflow.tracking import MlflowClient
 
-from bench import paths, tracking
+from bench import machine, paths, tracking
 from bench.benchmark.config import BenchmarkConfig, weights_for
 from bench.benchmark.contenders import Contender, Outcome, select
 from bench.benchmark.compare import markdown, summarize, verdict_line
@@ -225,6 +225,7 @@ def run(config: BenchmarkConfig) -> Result:
     parent = tracking.start_parent(c, experiment_id, name="benchmark", resume_run_id=None, tags={
         tag.ROLE: tag.BENCHMARK_ROLE, tag.DATA: dataset.name, tag.DATASET_FINGERPRINT: dataset.fingerprint,
         tag.SPLITS_FINGERPRINT: dataset.splits_fingerprint, tag.GIT_COMMIT: tracking.git_commit(),
+        tag.MACHINE: machine.describe(),
         tag.NOTE: f"Benchmark of {len(chosen)} contenders on {dataset.name} at {config.image_size}px: "
                   f"{config.budget:g} {config.budget_unit} per search, {config.epochs} epochs per fit, "
                   f"{config.repeats} seeds."})
@@ -313,7 +314,8 @@ def _log_results(bench: Bench, result: Result, outcomes: list[Outcome]) -> None:
     def write(folder: Path) -> None:
         runs.to_csv(folder / "benchmark.csv", index=False)
         result.summary.to_csv(folder / "benchmark_summary.csv", index=False)
-        (folder / "benchmark.md").write_text(result.markdown + "\n")
+        measured = f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine.describe()}."
+        (folder / "benchmark.md").write_text(f"{measured}\n\n{result.markdown}\n")
         bench.race.to_csv(folder / "search_race.csv", index=False)
         write_report(folder / "benchmark_report.html", table=result.markdown, race=bench.race, y_true=ds.y_test,
                      probs=medians, class_names=list(ds.class_names), references=references,

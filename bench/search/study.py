@@ -12,7 +12,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from bench import paths
+from bench import machine, paths
 from bench import tracking
 from bench.data import Dataset, load_dataset
 from bench.search import finish, workers
@@ -53,7 +53,7 @@ def _study_parent(c: MlflowClient, experiment_id: str, config: SearchConfig, inv
     me = json.dumps(workers.identity())
     previous = finish.previous_parent(c, experiment_id, config.study_name)
     parent = tracking.start_parent(c, experiment_id, name=config.study_name, resume_run_id=previous,
-                                   tags={**tags, tag.PROCESS: me})
+                                   tags={**tags, tag.PROCESS: me, tag.MACHINE: machine.describe()})
     if tag.REASON in c.get_run(parent).data.tags:  # it was ended KILLED; it runs again now
         c.delete_tag(parent, tag.REASON)
     if invocation and invocation != parent:

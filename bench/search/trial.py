@@ -11,7 +11,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench import serving, tracking
+from bench import machine, serving, tracking
 from bench.data import Dataset
 from bench.search.budget import EPOCHS_METRIC
 from bench.search.config import SearchConfig
@@ -120,7 +120,7 @@ class TrialRunner(Study):
         start_trial(seed)
         run_id = tracking.start_child(
             c, self.experiment_id, self.parent_run_id, name=name or f"trial-{number}",
-            tags={**self.tags, tag.TRIAL: str(number), tag.STATE: "RUNNING",
+            tags={**self.tags, tag.TRIAL: str(number), tag.STATE: "RUNNING", tag.MACHINE: machine.describe(),
                   tag.NOTE: note or f"Trial {number} of study {cfg.study_name}: {summarize(params, width=400)}"},
         )
         tracking.log_batch(c, run_id, params={**params, "epochs": cfg.epochs, "image_size": cfg.image_size,

@@ -23,6 +23,9 @@ BEST_RUN_ID, INSIGHT_ERROR = _named("best_run_id", "insight_error")
 # Parent and invocation runs: the process driving the run (JSON: host, boot, pid, start), so that the next process
 # on the study can end it KILLED (with REASON) when that process died; an invocation's study parent run.
 PROCESS, STUDY_PARENT = _named("process", "study_parent")
+# Parent, trial, refit and benchmark runs: the machine its numbers were measured on (bench.machine.describe: CPU model,
+# CPUs, vector units, memory, GPUs), since machines drawn for one project differ ~2x in speed.
+MACHINE = PREFIX + "machine"
 # Benchmark runs.
 KIND, CONTENDER, WINNER, WINNER_VERSION = _named("kind", "contender", "winner", "winner_version")
 # Model versions: the alias given at registration, why (REASON), on which split it was chosen, what replaced a champion.
