@@ -1,13 +1,15 @@
 """The machine a run's numbers come from, in one line: CPU model, cores, architecture, the vector units that
 change TensorFlow's speed (AVX2, AVX-512, AMX), memory and GPUs. Machines drawn for one project can differ ~2× in
-speed, so every study, trial and benchmark run records it (`hemabench.machine`), and the benchmark scripts that
-time training (time_to_accuracy, speed, augmentation_cost, geometry_kaggle, synthetic_calibration) print it. Linux's /proc/cpuinfo names the CPU and its flags; elsewhere `platform.processor()` is all there is."""
+speed, so every study, trial and benchmark run records it (`hemabench.machine`), and every benchmark script that
+times something prints it. Linux's /proc/cpuinfo names the CPU and its flags; elsewhere `platform.processor()` is
+all there is."""
 
 from __future__ import annotations
 
 import functools
 import os
 import platform
+import sys
 from pathlib import Path
 
 # cpuinfo flags worth naming, in this order, as the line names them (the widest of AVX2 / AVX-512 is enough).
@@ -19,8 +21,8 @@ def _cpuinfo() -> tuple[str, set[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine(), set()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in text.splitlines()
+                                                             if ":" in line)}
     model = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
     return model, set(fields.get("flags", fields.get("Features", "")).split())
 
@@ -35,8 +37,6 @@ def _memory_gib() -> float | None:
 def _gpus() -> list[str] | None:
     """GPU names TensorFlow sees; None (unknown) when TensorFlow is not loaded yet: describing a machine must not
     load it."""
-    import sys
-
     tf = sys.modules.get("tensorflow")
     if tf is None or not hasattr(tf, "config"):
         return None

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.data, image_size=args.image_size, seed=args.seed)
     models = [ensemble.load_keras_model(uri) for uri in rows["model_uri"]]
     key = test_key(args.objective)
-    print(f"{datetime.date.today()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; study "
+    from bench import machine
+    print(f"{datetime.date.today()}, {machine.describe()}, load average {os.getloadavg()[0]:.1f}; study "
           f"{args.study}: candidates trials {', '.join(str(t) for t in rows['trial'])} (every COMPLETE trial that "
           f"logged a model); {ds.summary}")
     print(f"\n| fit | TTA | {args.objective} | {key} | test_accuracy | test_loss | seconds (val + test) |")

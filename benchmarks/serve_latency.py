@@ -22,7 +22,6 @@ import datetime
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -158,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             with serve(uri, env={"MLFLOW_TRACKING_URI": tracking}, log_file=root / "server.log", cwd=root) as url:
                 rows.append((name, measure(url, one, batch, args.batch, args)))
 
-    print(f"{datetime.date.today()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+    from bench import machine
+    print(f"{datetime.date.today()}, {machine.describe()}, "
           f"{size}x{size} px, {classes} classes, model {args.model_uri or f'{args.ensemble} untrained scratch CNN(s)'}"
           f", TTA {args.tta}; "
           f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machines read high)")

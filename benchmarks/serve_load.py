@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         result = load(url, args.clients, args.seconds)
         after = group_rss_mb(port)
     errors = result["errors"]
-    print(f"{datetime.date.today()}, {os.cpu_count()} CPU cores; 1-min load average {load_before:.1f} before, "
+    from bench import machine
+    print(f"{datetime.date.today()}, {machine.describe()}; 1-min load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after (shared machines read high)")
     print(f"command: python benchmarks/serve_load.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"{args.clients} clients x {result['seconds']:.0f} s: {result['requests']} requests, {len(errors)} errors, "
