@@ -6,7 +6,14 @@ cells at the card's geometry, for each `--seeds` seed; the official TEST is read
 epoch (how steady the end of training is), the kept epoch, test accuracy and macro-F1, the test's costliest source
 groups (bench.metrics.group_losses) and the seconds. Without `--set` it measures the defaults themselves.
 
+`--folds K` bags instead (AutoGluon's k-fold bagging): train + validation are cut into K grouped, class-stratified
+folds (seeded by `--carve-seed`); fold i's fit (training seed `seed + i`) trains on the other K - 1 folds and keeps
+its best epoch on fold i. Every training source then teaches K - 1 of the K fits, and each is scored once out of
+fold: the out-of-fold macro-F1 over all train + validation sources is the estimate, and test is read once, on the
+mean of the K fits' probabilities.
+
     python benchmarks/recipe_kaggle.py --set ema_momentum=0.99 --seeds 0,1
+    python benchmarks/recipe_kaggle.py --folds 5 --seeds 0
     python benchmarks/recipe_kaggle.py --space mobilenet_v2 --image-size 128 \
         --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 """
@@ -36,6 +43,8 @@ def main() -> None:
     parser.add_argument("--save", default="", metavar="DIR",
                         help="write each fit's validation and test probabilities to DIR/seed<N>.npz (to compare or "
                              "ensemble fits afterwards without retraining)")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="K >= 2: bag K fits over grouped folds of train + validation (see the docstring)")
     args = parser.parse_args()
 
     from sklearn.metrics import f1_score
@@ -51,6 +60,10 @@ def main() -> None:
     ds = load_dataset(args.data, image_size=args.image_size, seed=args.carve_seed)
     print(f"{ds.x_train.shape[1]} px, carve seed {args.carve_seed}; train {len(ds.y_train)}, validation {len(ds.y_val)}, test {len(ds.y_test)}; changes {changes or 'none'}",
           flush=True)
+    if args.folds:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            bag(ds, space, params, args, seed)
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
         start_trial(seed)
         started = time.perf_counter()
@@ -70,6 +83,57 @@ def main() -> None:
               f"{f1_score(ds.y_test, pred, average='macro'):.3f}; {seconds:.0f} s", flush=True)
         if ds.groups_test is not None:
             print(group_losses(ds.y_test, pred, ds.groups_test, ds.class_names).head(3).to_string(), flush=True)
+
+
+def folds(ds, k: int, seed: int):
+    """(training rows, held-out rows) of K grouped, class-stratified folds over train + validation (in that order),
+    and the group of every row."""
+    import pandas as pd
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.concatenate([ds.y_train, ds.y_val])
+    rows = pd.concat([ds.splits[ds.splits["split"] == part] for part in ("train", "val")])
+    groups = np.where(rows["group"] != "", rows["group"], "file:" + rows["file"])  # a file is its own group where unknown
+    return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)), groups
+
+
+def bag(ds, space, params: dict, args, seed: int) -> None:
+    """K fits over grouped folds of train + validation: out-of-fold validation, test on their mean (the docstring)."""
+    from dataclasses import replace
+
+    from sklearn.metrics import f1_score
+
+    from bench.metrics import group_losses
+    from bench.training import fit_and_score, predict_proba, start_trial
+
+    x, y = np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])
+    cuts, groups = folds(ds, args.folds, args.carve_seed)
+    oof, tests = np.zeros((len(y), len(ds.class_names))), []
+    for i, (train, held) in enumerate(cuts):
+        start_trial(seed + i)
+        started = time.perf_counter()
+        part = replace(ds, x_train=x[train], y_train=y[train], x_val=x[held], y_val=y[held],
+                       fingerprint=f"{ds.fingerprint}+fold{i}of{args.folds}")
+        fit = fit_and_score(params, part, family=space.family, epochs=args.epochs, seed=seed + i, weights=args.weights)
+        oof[held], proba = fit.val_prob, predict_proba(fit.model, ds.x_test)
+        tests.append(proba)
+        monocytes = sorted(set(groups[held][y[held] == ds.class_names.index("MONOCYTE")])) \
+            if "MONOCYTE" in ds.class_names else []
+        print(f"fold {i} (seed {seed + i}): {len(held)} held-out images of {len(set(groups[held]))} groups"
+              + (f" (monocytes {', '.join(monocytes)})" if monocytes else "")
+              + f"; kept epoch {fit.best_epoch} ({fit.best_value:.3f}); test accuracy "
+              f"{(proba.argmax(axis=1) == ds.y_test).mean():.3f}; {time.perf_counter() - started:.0f} s", flush=True)
+    mean = np.mean(tests, axis=0).argmax(axis=1)
+    print(f"bag of {args.folds}, seed {seed}: out-of-fold macro-F1 {f1_score(y, oof.argmax(axis=1), average='macro'):.3f} "
+          f"over {len(y)} train + validation images; test accuracy {(mean == ds.y_test).mean():.3f}, macro-F1 "
+          f"{f1_score(ds.y_test, mean, average='macro'):.3f}", flush=True)
+    if ds.groups_test is not None:
+        print(group_losses(ds.y_test, mean, ds.groups_test, ds.class_names).head(6).to_string(), flush=True)
+    if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(Path(args.save) / f"bag{args.folds}-seed{seed}.npz", test=np.mean(tests, axis=0),
+                            y_test=ds.y_test, groups_test=ds.groups_test, classes=np.asarray(ds.class_names),
+                            oof=oof, y_trainval=y, splits_fingerprint=ds.splits_fingerprint)
 
 
 if __name__ == "__main__":
