@@ -14,6 +14,9 @@ at full budget when it trained on less, and the greedy ensemble adopted only whe
 the champion, and one more row scores that champion on the test split, at the minute the search ended. With
 `--refit-full` too, the champion is retrained on train + validation (bench.search.refit_full): a `(chosen fit)` row
 scores the fit it retrains, the finished row the retrained model; both carry the chosen fit's validation score.
+With `--bag-folds K` instead, the best trial's configuration is bagged over K grouped folds of train + validation
+(bench.search.bag): the finished row scores the bag, with its out-of-fold score in the Val F1 column (the search's
+own output also prints the fit validation chose before it: the `final fit` line).
 
 Under the table it prints the last row's test mistakes by source group (bench.metrics.group_losses): on the Kaggle
 TEST one monocyte smear is 155 images, 6.2 accuracy points. `--score-run PARENT_RUN_ID` searches nothing and scores
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refit-full", action="store_true",
                         help="with --finish: retrain the champion on train + validation (search's refit_full); the "
                              "table then has a row for the chosen fit and one for it retrained")
+    parser.add_argument("--bag-folds", type=int, default=0,
+                        help="with --finish: bag the best configuration over K grouped folds of train + validation "
+                             "(search's bag_folds); the finished row scores the bag")
     parser.add_argument("--workdir", default="time_to_accuracy")
     parser.add_argument("--experiment", default="time-to-accuracy")
     parser.add_argument("--score-run", default="", metavar="PARENT_RUN_ID",
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                   epochs=args.epochs, weights=args.weights, seed=args.seed, pruner=args.pruner,
                   experiment=args.experiment,
                   # Without --finish it scores trials, so it trains nothing after the deadline.
-                  **(dict(register="true", registered_model=f"tta-{args.space}", refit_full=args.refit_full)
+                  **(dict(register="true", registered_model=f"tta-{args.space}", refit_full=args.refit_full,
+                          bag_folds=args.bag_folds)
                      if args.finish else
                      dict(register="false", refit="never", ensemble="false")),
                   storage=str(work / "optuna.journal"),

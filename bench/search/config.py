@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import paths
+from bench.errors import ConfigError
 from bench.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from bench.metrics import OBJECTIVES
 from bench.search.engines import ENGINES
@@ -54,6 +55,10 @@ class SearchConfig:
     # train + validation and that model is registered, with the chosen fit's validation score as its estimate
     # (bench.search.refit_full; AutoGluon's refit_full). Off by default: it costs one more fit per member.
     refit_full: bool = False
+    # After the champion is chosen on validation, its configuration (every member's) trains K more times, on K grouped
+    # folds of train + validation, and the bag of those fits is registered with its out-of-fold score
+    # (bench.search.bag; AutoGluon's num_bag_folds). 0: off (it costs K more fits per member).
+    bag_folds: int = 0
     workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5
     retries: int = 1  # how often a trial whose process died is run again
@@ -61,6 +66,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check(_rules(), self)
+        if self.refit_full and self.bag_folds:
+            raise ConfigError("refit_full and bag_folds both train the champion again on train + validation; "
+                              f"set one of them (got refit_full=true, bag_folds={self.bag_folds})")
         if self.image_size == 0:  # after the checks: a bad parameter answers before the data stack loads
             from bench.data.loading import default_image_size
             object.__setattr__(self, "image_size", default_image_size(self.data))
@@ -102,6 +110,8 @@ def _rules() -> Rules:
         ("subset", satisfies(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
                              "a float in the range (0.0, 1.0]")),
         ("refit", one_of(REFIT)),
+        ("bag_folds", satisfies(lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= 2),
+                                "0 (off) or an int >= 2")),
         ("workers", at_least(0)),
         ("max_consecutive_failures", at_least(1)),
         ("retries", at_least(0)),

@@ -19,6 +19,9 @@ goes to the refit (it trained on all of train); the ensemble must beat the best 
 With `refit_full`, the chosen champion then trains again on train + validation (bench.search.refit_full), and
 that model is registered with the chosen fit's validation score as its estimate (`… retrained on train +
 validation` in `hemabench.champion_fit`; the version's `hemabench.refit_full_of` names the fit it retrains).
+With `bag_folds` K instead, the best trial's configuration is bagged over K grouped folds of train + validation
+(bench.search.bag) and the bag is registered with its out-of-fold score (`bag of K folds of trial N`; the version's
+`hemabench.bag_of` names the trial it bags).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bench.reporting import insight
 from bench.reporting import board
 from bench.reporting import write_evaluation_artifacts, write_html
 from bench.search import workers
+from bench.search.bag import BAGGED, bag
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
 from bench.search.ensemble import FinalFit, final_fit, load_keras_model
@@ -179,6 +183,19 @@ def retrained(ctx: SearchContext, chosen: Fit, final: FinalFit | None) -> Fit | 
                chosen.trial, full.test_metrics, full.test_prob, single, full.seconds)
 
 
+def bagged(ctx: SearchContext, best: Fit, tta: str) -> Fit | None:
+    """The best trial's configuration bagged over `bag_folds` folds of train + validation (bench.search.bag), as a Fit
+    whose validation value is the bag's out-of-fold score; None when that failed."""
+    label = f"trial {best.trial}"
+    result = bag(ctx, label, best.run_id, tta)
+    if result is None:
+        return None
+    # model None: a bag is several networks, so the insight galleries read the best trial's
+    return Fit(BAGGED.format(k=ctx.config.bag_folds) + label, result.run_id, result.model_uri, result.value,
+               BAGGED.format(k=ctx.config.bag_folds) + label, result.test_metrics, result.test_prob, None,
+               result.seconds)
+
+
 def scores(config: SearchConfig, val: float, test: dict[str, float]) -> str:
     objective_test = test_key(config.objective)
     return (f"{config.objective}={val:.4f}, {objective_test}={test[objective_test]:.4f}, "
@@ -227,18 +244,22 @@ def finish(ctx: SearchContext) -> SearchResult:
     chosen = champion
     if config.refit_full:
         champion = retrained(ctx, champion, final if champion is ensemble else None) or champion
+    elif config.bag_folds:
+        champion = bagged(ctx, trial, final.tta if final and final.adopted else "none") or champion
+    after = tag.REFIT_FULL_RUN_ID if config.refit_full else tag.BAG_RUN_ID
     tracking.log_batch(c, parent, tags={tag.CHAMPION_FIT: champion.label,
                                         **({tag.REFIT_RUN_ID: again.run_id} if again else {}),
                                         **({tag.ENSEMBLE_RUN_ID: final.run_id} if final else {}),
-                                        **({tag.REFIT_FULL_RUN_ID: champion.run_id} if champion is not chosen else {})})
+                                        **({after: champion.run_id} if champion is not chosen else {})})
     version = None
     if config.register:
         version = tracking.register(
             c, name=config.registered_model, objective=config.objective, study=config.study_name,
             run_id=champion.run_id, model_uri=champion.model_uri, dataset=ds, val_value=champion.val_value,
             test_metrics=champion.test_metrics, trial=champion.trial, space=ctx.space.name)
-        if champion is not chosen:
-            c.set_model_version_tag(config.registered_model, version.version, tag.REFIT_FULL_OF, chosen.run_id)
+        if champion is not chosen:  # what it retrains (refit_full) or bags (the best trial's configuration)
+            of, run_id = (tag.REFIT_FULL_OF, chosen.run_id) if config.refit_full else (tag.BAG_OF, trial.run_id)
+            c.set_model_version_tag(config.registered_model, version.version, of, run_id)
     single = champion if champion.model is not None else trial
     log_insight(c, parent, single.model, ds, single.test_prob)
     print("\nleaderboard (best first):\n" + summary_table(board, config.objective), flush=True)
@@ -253,8 +274,10 @@ def finish(ctx: SearchContext) -> SearchResult:
               f"{final.reason} ({f'{final.seconds:.1f}s' if final.seconds else 'the same as the last finish: its run reused'})",
               flush=True)
     if champion is not chosen:
-        print(f"{champion.label}: {scores(config, champion.val_value, champion.test_metrics)} (validation: the "
-              f"estimate of the fit it retrains; {f'{champion.seconds:.1f}s' if champion.seconds else 'its earlier run reused'})",
+        estimate = ("the estimate of the fit it retrains" if config.refit_full
+                    else "out of fold, over train + validation")
+        print(f"{champion.label}: {scores(config, champion.val_value, champion.test_metrics)} (validation: "
+              f"{estimate}; {f'{champion.seconds:.1f}s' if champion.seconds else 'its earlier run reused'})",
               flush=True)
     print(f"champion fit: {champion.label}"
           + (f"; registered {config.registered_model} v{version.version} ({version.alias})" if version else ""),

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from bench import machine, paths
 from bench import tracking
 from bench.data import Dataset, load_dataset
-from bench.search import finish, workers
+from bench.search import bag, finish, workers
 from bench.search.budget import budget_words
 from bench.search.config import SearchConfig
 from bench.search.context import SearchContext, SearchResult
@@ -28,10 +28,10 @@ from bench.training import subset_words
 
 
 def end_dead_runs(c: MlflowClient, experiment_id: str, study: str) -> list[str]:
-    """End KILLED, with the reason, the study's parent, invocation, refit and refit_full runs left RUNNING by a process that died
+    """End KILLED, with the reason, the study's parent, invocation, refit, refit_full and bag runs left RUNNING by a process that died
     on this host (SIGKILL, OOM killer, reboot); their trial runs are the engine's (it reaps dead trials)."""
     ended = []
-    for role in (tag.PARENT, tag.INVOCATION_ROLE, tag.REFIT_ROLE, tag.REFIT_FULL_ROLE):
+    for role in (tag.PARENT, tag.INVOCATION_ROLE, tag.REFIT_ROLE, tag.REFIT_FULL_ROLE, tag.BAG_ROLE):
         for run in tracking.running_children(c, experiment_id, study, role=role):
             who = json.loads(run.data.tags.get(tag.PROCESS) or "null")
             if not workers.is_dead(who):
@@ -76,6 +76,8 @@ def run(config: SearchConfig, dataset: Dataset | None = None) -> SearchResult:
     if dataset is None:
         dataset = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
         print(dataset.summary, flush=True)
+    if config.bag_folds:  # before any trial: a dataset too small for the folds is one line now, not after the search
+        bag.folds(dataset, config.bag_folds, config.seed)
     c = tracking.client()
     experiment_id = c.get_run(worker_of).info.experiment_id if worker_of else tracking.experiment_id_for(c, config.experiment)
     tags = {

@@ -12,7 +12,7 @@ def _named(*names: str) -> tuple[str, ...]:
     return tuple(PREFIX + name for name in names)
 
 
-# Runs: what a run is (ROLE: parent | invocation | trial | refit | refit_full | ensemble | benchmark | contender), and its study, engine, space and data.
+# Runs: what a run is (ROLE: parent | invocation | trial | refit | refit_full | bag | ensemble | benchmark | contender), and its study, engine, space and data.
 ROLE, STUDY, ENGINE, SPACE, DATA, OBJECTIVE = _named("role", "study", "engine", "space", "data", "objective")
 DATASET_FINGERPRINT, SPLITS_FINGERPRINT, CLASSES, GIT_COMMIT = _named(
     "dataset_fingerprint", "splits_fingerprint", "classes", "git_commit")
@@ -41,11 +41,14 @@ REFIT_OF, REFIT_RUN_ID = _named("refit_of", "refit_run_id")
 # refit_full runs (bench.search.refit_full): the champion trained again on train + validation; REFIT_FULL_OF is the
 # run of the fit it retrains (trial, refit or ensemble run); on the parent, the refit_full run.
 REFIT_FULL_OF, REFIT_FULL_RUN_ID = _named("refit_full_of", "refit_full_run_id")
+# Bag runs (bench.search.bag): the champion bagged over grouped folds of train + validation; BAG_OF is the run of the
+# fit it bags (trial, refit or ensemble run); on the parent, the bag run.
+BAG_OF, BAG_RUN_ID = _named("bag_of", "bag_run_id")
 
 # Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run; an ensemble run holds
 # the study's final fit (an ensemble of its best trials and/or test-time augmentation).
 PARENT, TRIAL_ROLE, CONTENDER_ROLE, BENCHMARK_ROLE = "parent", "trial", "contender", "benchmark"
-INVOCATION_ROLE, ENSEMBLE_ROLE, REFIT_ROLE, REFIT_FULL_ROLE = "invocation", "ensemble", "refit", "refit_full"
+INVOCATION_ROLE, ENSEMBLE_ROLE, REFIT_ROLE, REFIT_FULL_ROLE, BAG_ROLE = "invocation", "ensemble", "refit", "refit_full", "bag"
 
 # MLflow's own.
 PARENT_RUN_ID, NOTE = "mlflow.parentRunId", "mlflow.note.content"
