@@ -31,18 +31,17 @@ import time
 from dataclasses import dataclass
 
 import keras
-import mlflow
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from bench import serving, tracking
+from bench import tracking
 from bench.data import Dataset
 from bench.errors import DataError
 from bench.metrics import classification_metrics
 from bench.search import workers
 from bench.search.context import SearchContext
-from bench.search.ensemble import ensemble_graph, load_keras_model, predict
-from bench.search.refit_full import member
+from bench.search.ensemble import predict
+from bench.search.refit_full import earlier_run, log_graph, member
 from bench.text import count, one_line
 from bench.tracking import tags as tag
 from bench.training import fit_and_score, start_trial
@@ -91,19 +90,12 @@ def folds(ds: Dataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def _reused(ctx: SearchContext, of_run: str) -> Bag | None:
-    earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
-        tag.ROLE: tag.BAG_ROLE, tag.STUDY: ctx.config.study_name, tag.BAG_OF: of_run})
-        + f" and attributes.status = 'FINISHED' and params.folds = '{ctx.config.bag_folds}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not earlier or tag.MODEL_URI not in earlier[0].data.tags:
+    earlier = earlier_run(ctx, tag.BAG_ROLE, tag.BAG_OF, of_run, where=f" and params.folds = '{ctx.config.bag_folds}'")
+    if earlier is None:
         return None
-    run, ds = earlier[0], ctx.dataset
-    model = load_keras_model(run.data.tags[tag.MODEL_URI])
-    prob = predict(model, ds.x_test, run.data.tags.get(tag.TTA, "none"))
-    print(f"bag: the champion's earlier bag run {run.info.run_id} is reused", flush=True)
-    value = run.data.metrics[oof_key(ctx.config.objective)]
-    return Bag(run.info.run_id, run.data.tags[tag.MODEL_URI], model, value,
-               classification_metrics(ds.y_test, prob, ds.class_names, prefix="test"), prob)
+    run, model, prob = earlier
+    return Bag(run.info.run_id, run.data.tags[tag.MODEL_URI], model, run.data.metrics[oof_key(ctx.config.objective)],
+               classification_metrics(ctx.dataset.y_test, prob, ctx.dataset.class_names, prefix="test"), prob)
 
 
 def oof_key(objective: str) -> str:
@@ -145,18 +137,13 @@ def bag(ctx: SearchContext, label: str, of_run: str, tta: str) -> Bag | None:
                 print(f"bag: fold {i + 1}/{k}: {objective}={fit.best_value:.4f} on the {len(held):,} images it left "
                       f"out (kept epoch {fit.best_epoch}), {time.perf_counter() - fold_started:.0f}s", flush=True)
             out_of_fold = classification_metrics(y, oof, ds.class_names, prefix="oof")
-            model = ensemble_graph(models, [1.0 / k] * k, ds.image_size)
-            prob = predict(model, ds.x_test, tta)
-            test = classification_metrics(ds.y_test, prob, ds.class_names, prefix="test")
+            model, prob, test, model_uri = log_graph(ds, run_id, models, [1.0 / k] * k, tta)
             seconds = time.perf_counter() - started
-            with mlflow.start_run(run_id=run_id, nested=True):
-                info = serving.log_model(model, class_names=list(ds.class_names), image_size=ds.image_size,
-                                         resize_mode=ds.resize_mode, name="model", tta=tta)
             tracking.log_batch(c, run_id, metrics={**out_of_fold, **test, "bag_seconds": seconds,
                                                    "train_images": len(y)},
                                params={"folds": k, "trial": m.trial, "tta": tta,
                                        "fold_best_epochs": ",".join(map(str, epochs))},
-                               tags={tag.MODEL_URI: info.model_uri},
+                               tags={tag.MODEL_URI: model_uri},
                                history=[{f"fold_{objective}": v} for v in values])
     except Exception as exc:  # noqa: BLE001 - the chosen fit stays the champion; the run ended FAILED
         print(f"bag of {label} failed: {one_line(exc)}; the champion stays the chosen fit", flush=True)
@@ -164,4 +151,4 @@ def bag(ctx: SearchContext, label: str, of_run: str, tta: str) -> Bag | None:
     value = out_of_fold[oof_key(objective)]
     print(f"bag: out-of-fold {oof_key(objective)}={value:.4f} over all {len(y):,} train + validation images "
           f"(each fold's own {objective}: {min(values):.4f} to {max(values):.4f})", flush=True)
-    return Bag(run_id, info.model_uri, model, value, test, prob, seconds)
+    return Bag(run_id, model_uri, model, value, test, prob, seconds)

@@ -83,18 +83,37 @@ def train_and_validation(ds: Dataset) -> Dataset:
                                y_train=np.concatenate([ds.y_train, ds.y_val]), fingerprint=f"{ds.fingerprint}+val")
 
 
-def _reused(ctx: SearchContext, of_run: str) -> FullFit | None:
+def earlier_run(ctx: SearchContext, role: str, of_tag: str, of_run: str, *, where: str = ""):
+    """The latest FINISHED run of this study with `role` and `of_tag` = `of_run` (and the extra filter `where`) that
+    logged a model, with that model and its test probabilities, for a resumed study to reuse; None when there is none."""
     earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
-        tag.ROLE: tag.REFIT_FULL_ROLE, tag.STUDY: ctx.config.study_name, tag.REFIT_FULL_OF: of_run})
-        + " and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+        tag.ROLE: role, tag.STUDY: ctx.config.study_name, of_tag: of_run}) + " and attributes.status = 'FINISHED'" + where,
+        order_by=["attributes.start_time DESC"], max_results=1)
     if not earlier or tag.MODEL_URI not in earlier[0].data.tags:
         return None
-    run, ds = earlier[0], ctx.dataset
+    run = earlier[0]
     model = load_keras_model(run.data.tags[tag.MODEL_URI])
-    prob = predict(model, ds.x_test, run.data.tags.get(tag.TTA, "none"))
-    print(f"refit_full: the champion's earlier refit_full run {run.info.run_id} is reused", flush=True)
+    print(f"{role}: the champion's earlier {role} run {run.info.run_id} is reused", flush=True)
+    return run, model, predict(model, ctx.dataset.x_test, run.data.tags.get(tag.TTA, "none"))
+
+
+def log_graph(ds: Dataset, run_id: str, models: list[keras.Model], weights: list[float], tta: str):
+    """One graph of `models` averaged with `weights`, logged as run `run_id`'s served model: the graph, its test
+    probabilities (under TTA `tta`) and metrics, and the logged model's URI."""
+    model = ensemble_graph(models, weights, ds.image_size)
+    prob = predict(model, ds.x_test, tta)
+    with mlflow.start_run(run_id=run_id, nested=True):
+        info = serving.log_model(model, class_names=list(ds.class_names), image_size=ds.image_size,
+                                 resize_mode=ds.resize_mode, name="model", tta=tta)
+    return model, prob, classification_metrics(ds.y_test, prob, ds.class_names, prefix="test"), info.model_uri
+
+
+def _reused(ctx: SearchContext, of_run: str) -> FullFit | None:
+    if (earlier := earlier_run(ctx, tag.REFIT_FULL_ROLE, tag.REFIT_FULL_OF, of_run)) is None:
+        return None
+    run, model, prob = earlier
     return FullFit(run.info.run_id, run.data.tags[tag.MODEL_URI], model,
-                   classification_metrics(ds.y_test, prob, ds.class_names, prefix="test"), prob)
+                   classification_metrics(ctx.dataset.y_test, prob, ctx.dataset.class_names, prefix="test"), prob)
 
 
 def refit_full(ctx: SearchContext, label: str, of_run: str, fits: list[tuple[str, float]], tta: str,
@@ -124,20 +143,15 @@ def refit_full(ctx: SearchContext, label: str, of_run: str, fits: list[tuple[str
                 start_trial(m.seed)
                 models.append(fit_and_score(m.params, full, family=ctx.space.family, epochs=m.epochs, seed=m.seed,
                                             weights=config.weights, stop_after=m.keep).model)
-            model = ensemble_graph(models, [m.weight for m in members], ds.image_size)
-            prob = predict(model, ds.x_test, tta)
-            test = classification_metrics(ds.y_test, prob, ds.class_names, prefix="test")
+            model, prob, test, model_uri = log_graph(ds, run_id, models, [m.weight for m in members], tta)
             seconds = time.perf_counter() - started
-            with mlflow.start_run(run_id=run_id, nested=True):
-                info = serving.log_model(model, class_names=list(ds.class_names), image_size=ds.image_size,
-                                         resize_mode=ds.resize_mode, name="model", tta=tta)
             tracking.log_batch(c, run_id, metrics={**test, "train_images": n, "refit_full_seconds": seconds,
                                                    f"estimate_{config.objective}": estimate},
                                params={"members": ",".join(str(m.trial) for m in members),
                                        "epochs_kept": ",".join(str(m.keep) for m in members),
                                        "weights": ",".join(f"{m.weight:.4f}" for m in members), "tta": tta},
-                               tags={tag.MODEL_URI: info.model_uri})
+                               tags={tag.MODEL_URI: model_uri})
     except Exception as exc:  # noqa: BLE001 - the chosen fit stays the champion; the run ended FAILED
         print(f"refit_full of {label} failed: {one_line(exc)}; the champion stays the chosen fit", flush=True)
         return None
-    return FullFit(run_id, info.model_uri, model, test, prob, seconds)
+    return FullFit(run_id, model_uri, model, test, prob, seconds)
