@@ -85,18 +85,6 @@ def main() -> None:
             print(group_losses(ds.y_test, pred, ds.groups_test, ds.class_names).head(3).to_string(), flush=True)
 
 
-def folds(ds, k: int, seed: int):
-    """(training rows, held-out rows) of K grouped, class-stratified folds over train + validation (in that order),
-    and the group of every row."""
-    import pandas as pd
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    y = np.concatenate([ds.y_train, ds.y_val])
-    rows = pd.concat([ds.splits[ds.splits["split"] == part] for part in ("train", "val")])
-    groups = np.where(rows["group"] != "", rows["group"], "file:" + rows["file"])  # a file is its own group where unknown
-    return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)), groups
-
-
 def bag(ds, space, params: dict, args, seed: int) -> None:
     """K fits over grouped folds of train + validation: out-of-fold validation, test on their mean (the docstring)."""
     from dataclasses import replace
@@ -106,8 +94,10 @@ def bag(ds, space, params: dict, args, seed: int) -> None:
     from bench.metrics import group_losses
     from bench.training import fit_and_score, predict_proba, start_trial
 
-    x, y = np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])
-    cuts, groups = folds(ds, args.folds, args.carve_seed)
+    from bench.search.bag import folds, pooled
+
+    (y, groups), x = pooled(ds), np.concatenate([ds.x_train, ds.x_val])
+    cuts = folds(ds, args.folds, args.carve_seed)  # the folds a search's bag_folds cuts with --seed = carve seed
     oof, tests = np.zeros((len(y), len(ds.class_names))), []
     for i, (train, held) in enumerate(cuts):
         start_trial(seed + i)

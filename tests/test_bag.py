@@ -75,13 +75,13 @@ def result_test_y(config):
     return load_dataset(config.data, image_size=config.image_size, seed=config.seed).y_test
 
 
-def test_pooled_rows_are_train_then_validation_with_their_groups(tracking: Path) -> None:
+def test_pooled_rows_are_train_then_validation_with_their_files_as_groups(tracking: Path) -> None:
     from bench.data import load_dataset
     from bench.search.bag import pooled
 
     ds = load_dataset(TINY_DATA, image_size=32)
-    x, y, groups = pooled(ds)
-    assert np.array_equal(x, np.concatenate([ds.x_train, ds.x_val])) and np.array_equal(y, np.concatenate([ds.y_train, ds.y_val]))
+    y, groups = pooled(ds)
+    assert np.array_equal(y, np.concatenate([ds.y_train, ds.y_val]))
     files = [f"file:{f}" for part in ("train", "val") for f in ds.splits["file"][ds.splits["split"] == part]]
     assert list(groups) == files  # no groups known: each file is its own
 
@@ -96,7 +96,7 @@ def test_folds_hold_out_every_row_once_keep_groups_whole_and_hold_out_every_clas
     splits = ds.splits.copy()
     splits["group"] = np.where(splits["split"] != "test", "g" + (splits.index // 2).astype(str), "")  # pairs of images
     grouped = replace(ds, splits=splits)
-    _, y, groups = pooled(grouped)
+    y, groups = pooled(grouped)
     cuts = folds(grouped, 3, seed=0)
     held = np.concatenate([h for _, h in cuts])
     assert sorted(held) == list(range(len(y)))  # every train + validation image is left out exactly once

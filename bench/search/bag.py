@@ -63,18 +63,19 @@ class Bag:
     seconds: float = 0.0  # 0 for a reused run
 
 
-def pooled(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train + validation in that order: images, labels and each row's group (its file where it has none)."""
+def pooled(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and groups (a row's file where it has none) of train + validation, in the order of
+    `np.concatenate([ds.x_train, ds.x_val])`."""
     rows = ds.splits[ds.splits["split"] != "test"]
     rows = rows.iloc[np.argsort((rows["split"] == "val").to_numpy(), kind="stable")]  # train rows, then val rows
     groups = np.where(rows["group"] != "", rows["group"], "file:" + rows["file"]).astype(str)
-    return np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val]), groups
+    return np.concatenate([ds.y_train, ds.y_val]), groups
 
 
 def folds(ds: Dataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, held-out rows) of `k` class-stratified folds of whole groups over `pooled(ds)`. A one-line
     DataError when some fold would hold out no image of a class (too few groups of it for `k` folds)."""
-    _, y, groups = pooled(ds)
+    y, groups = pooled(ds)
     units = {name: len(set(groups[y == i])) for i, name in enumerate(ds.class_names)}
     fewest = min(units, key=units.get)
     if units[fewest] < k:
@@ -110,7 +111,7 @@ def bag(ctx: SearchContext, label: str, of_run: str, tta: str) -> Bag | None:
         return again
     config, ds, c, started = ctx.config, ctx.dataset, ctx.client, time.perf_counter()
     k, objective, m = config.bag_folds, config.objective, member(ctx, of_run, 1.0)
-    x, y, groups = pooled(ds)
+    (y, groups), x = pooled(ds), np.concatenate([ds.x_train, ds.x_val])
     print(f"bag: {label} trains {count(k, 'more time')}, on {k} folds of all {len(y):,} train + validation images "
           f"({len(set(groups)):,} groups), each fit keeping its best epoch on the fold it leaves out (bag_folds=0 "
           f"skips this)", flush=True)
