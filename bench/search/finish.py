@@ -186,14 +186,13 @@ def retrained(ctx: SearchContext, chosen: Fit, final: FinalFit | None) -> Fit | 
 def bagged(ctx: SearchContext, best: Fit, tta: str) -> Fit | None:
     """The best trial's configuration bagged over `bag_folds` folds of train + validation (bench.search.bag), as a Fit
     whose validation value is the bag's out-of-fold score; None when that failed."""
-    label = f"trial {best.trial}"
-    result = bag(ctx, label, best.run_id, tta)
+    result = bag(ctx, f"trial {best.trial}", best.run_id, tta)
     if result is None:
         return None
+    label = BAGGED.format(k=ctx.config.bag_folds) + f"trial {best.trial}"
     # model None: a bag is several networks, so the insight galleries read the best trial's
-    return Fit(BAGGED.format(k=ctx.config.bag_folds) + label, result.run_id, result.model_uri, result.value,
-               BAGGED.format(k=ctx.config.bag_folds) + label, result.test_metrics, result.test_prob, None,
-               result.seconds)
+    return Fit(label, result.run_id, result.model_uri, result.value, label, result.test_metrics, result.test_prob,
+               None, result.seconds)
 
 
 def scores(config: SearchConfig, val: float, test: dict[str, float]) -> str:
