@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 LOST_ROWS = 5
