@@ -49,30 +49,20 @@ def test_a_bagged_search_trains_the_champion_on_every_fold_and_registers_the_bag
     assert f"{label}: val_f1_macro={oof:.4f}" in out and "(validation: out of fold, over train + validation" in out
 
     # The served bag is the mean of the fold fits: its test probabilities are one graph's, of the registered model.
+    from bench.data import load_dataset
     from bench.search.ensemble import load_keras_model
     from bench.training import predict_proba
 
     model = load_keras_model(bag.data.tags["hemabench.model_uri"])
     assert len([layer for layer in model.layers if layer.name.startswith("member_")]) == 2
+    ds = load_dataset(config.data, image_size=config.image_size, seed=config.seed)
     assert bag.data.metrics["test_accuracy"] == pytest.approx(
-        float((predict_proba(model, result_test_x(config)).argmax(axis=1) == result_test_y(config)).mean()))
+        float((predict_proba(model, ds.x_test).argmax(axis=1) == ds.y_test).mean()))
 
     again = search.run(config)  # resumed: nothing new to train, the bag is reused, no new version
     assert "the champion's earlier bag run " + bag.info.run_id + " is reused" in capsys.readouterr().out
     assert len(bag_runs(c, parent.info.experiment_id)) == 1 and again.parent_run_id == result.parent_run_id
     assert [v.version for v in c.search_model_versions("name='tests-model'")] == [version.version]
-
-
-def result_test_x(config):
-    from bench.data import load_dataset
-
-    return load_dataset(config.data, image_size=config.image_size, seed=config.seed).x_test
-
-
-def result_test_y(config):
-    from bench.data import load_dataset
-
-    return load_dataset(config.data, image_size=config.image_size, seed=config.seed).y_test
 
 
 def test_pooled_rows_are_train_then_validation_with_their_files_as_groups(tracking: Path) -> None:

@@ -28,11 +28,14 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise ConfigError(f"val_fraction + test_fraction must be below 1; got {val_fraction + test_fraction}")
 
 
+def row_groups(table: pd.DataFrame) -> np.ndarray:
+    """Group per row; a file is its own group where unknown."""
+    return np.where(table["group"] != "", table["group"], "file:" + table["file"])
+
+
 def effective_groups(table: pd.DataFrame) -> np.ndarray | None:
     """Group per row (a file is its own group where unknown), or None when no row has a group."""
-    if not (table["group"] != "").any():
-        return None
-    return np.where(table["group"] != "", table["group"], "file:" + table["file"])
+    return row_groups(table) if (table["group"] != "").any() else None
 
 
 def group_leaks(table: pd.DataFrame, policy: str) -> tuple[np.ndarray, list[tuple[str, str]]]:

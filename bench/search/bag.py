@@ -36,6 +36,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from bench import tracking
 from bench.data import Dataset
+from bench.data.splits import row_groups
 from bench.errors import DataError
 from bench.metrics import classification_metrics
 from bench.search import workers
@@ -68,8 +69,7 @@ def pooled(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     `np.concatenate([ds.x_train, ds.x_val])`."""
     rows = ds.splits[ds.splits["split"] != "test"]
     rows = rows.iloc[np.argsort((rows["split"] == "val").to_numpy(), kind="stable")]  # train rows, then val rows
-    groups = np.where(rows["group"] != "", rows["group"], "file:" + rows["file"]).astype(str)
-    return np.concatenate([ds.y_train, ds.y_val]), groups
+    return np.concatenate([ds.y_train, ds.y_val]), row_groups(rows).astype(str)
 
 
 def folds(ds: Dataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,9 +94,9 @@ def _reused(ctx: SearchContext, of_run: str) -> Bag | None:
     earlier = earlier_run(ctx, tag.BAG_ROLE, tag.BAG_OF, of_run, where=f" and params.folds = '{ctx.config.bag_folds}'")
     if earlier is None:
         return None
-    run, model, prob = earlier
+    run, model, prob, test = earlier
     return Bag(run.info.run_id, run.data.tags[tag.MODEL_URI], model, run.data.metrics[oof_key(ctx.config.objective)],
-               classification_metrics(ctx.dataset.y_test, prob, ctx.dataset.class_names, prefix="test"), prob)
+               test, prob)
 
 
 def oof_key(objective: str) -> str:

@@ -55,9 +55,9 @@ class SearchConfig:
     # train + validation and that model is registered, with the chosen fit's validation score as its estimate
     # (bench.search.refit_full; AutoGluon's refit_full). Off by default: it costs one more fit per member.
     refit_full: bool = False
-    # After the champion is chosen on validation, its configuration (every member's) trains K more times, on K grouped
-    # folds of train + validation, and the bag of those fits is registered with its out-of-fold score
-    # (bench.search.bag; AutoGluon's num_bag_folds). 0: off (it costs K more fits per member).
+    # After the trials, the best trial's configuration trains K more times, on K grouped folds of train + validation,
+    # and the bag of those fits is registered with its out-of-fold score (bench.search.bag; AutoGluon's num_bag_folds).
+    # 0: off (it costs K more fits after the deadline).
     bag_folds: int = 0
     workers: int = 1  # processes on this machine; 0 = coordinate only (other machines join and run the trials)
     max_consecutive_failures: int = 5

@@ -85,7 +85,8 @@ def train_and_validation(ds: Dataset) -> Dataset:
 
 def earlier_run(ctx: SearchContext, role: str, of_tag: str, of_run: str, *, where: str = ""):
     """The latest FINISHED run of this study with `role` and `of_tag` = `of_run` (and the extra filter `where`) that
-    logged a model, with that model and its test probabilities, for a resumed study to reuse; None when there is none."""
+    logged a model, with that model, its test probabilities and test metrics, for a resumed study to reuse; None when
+    there is none."""
     earlier = ctx.client.search_runs([ctx.experiment_id], tag.run_filter({
         tag.ROLE: role, tag.STUDY: ctx.config.study_name, of_tag: of_run}) + " and attributes.status = 'FINISHED'" + where,
         order_by=["attributes.start_time DESC"], max_results=1)
@@ -94,7 +95,9 @@ def earlier_run(ctx: SearchContext, role: str, of_tag: str, of_run: str, *, wher
     run = earlier[0]
     model = load_keras_model(run.data.tags[tag.MODEL_URI])
     print(f"{role}: the champion's earlier {role} run {run.info.run_id} is reused", flush=True)
-    return run, model, predict(model, ctx.dataset.x_test, run.data.tags.get(tag.TTA, "none"))
+    ds = ctx.dataset
+    prob = predict(model, ds.x_test, run.data.tags.get(tag.TTA, "none"))
+    return run, model, prob, classification_metrics(ds.y_test, prob, ds.class_names, prefix="test")
 
 
 def log_graph(ds: Dataset, run_id: str, models: list[keras.Model], weights: list[float], tta: str):
@@ -111,9 +114,8 @@ def log_graph(ds: Dataset, run_id: str, models: list[keras.Model], weights: list
 def _reused(ctx: SearchContext, of_run: str) -> FullFit | None:
     if (earlier := earlier_run(ctx, tag.REFIT_FULL_ROLE, tag.REFIT_FULL_OF, of_run)) is None:
         return None
-    run, model, prob = earlier
-    return FullFit(run.info.run_id, run.data.tags[tag.MODEL_URI], model,
-                   classification_metrics(ctx.dataset.y_test, prob, ctx.dataset.class_names, prefix="test"), prob)
+    run, model, prob, test = earlier
+    return FullFit(run.info.run_id, run.data.tags[tag.MODEL_URI], model, test, prob)
 
 
 def refit_full(ctx: SearchContext, label: str, of_run: str, fits: list[tuple[str, float]], tta: str,

@@ -41,8 +41,8 @@ REFIT_OF, REFIT_RUN_ID = _named("refit_of", "refit_run_id")
 # refit_full runs (bench.search.refit_full): the champion trained again on train + validation; REFIT_FULL_OF is the
 # run of the fit it retrains (trial, refit or ensemble run); on the parent, the refit_full run.
 REFIT_FULL_OF, REFIT_FULL_RUN_ID = _named("refit_full_of", "refit_full_run_id")
-# Bag runs (bench.search.bag): the champion bagged over grouped folds of train + validation; BAG_OF is the run of the
-# fit it bags (trial, refit or ensemble run); on the parent, the bag run.
+# Bag runs (bench.search.bag): the best trial's configuration bagged over grouped folds of train + validation; BAG_OF
+# is that trial's run; on the parent, the bag run.
 BAG_OF, BAG_RUN_ID = _named("bag_of", "bag_run_id")
 
 # Values of ROLE. An invocation is an `mlflow run` of a study that already had its parent run; an ensemble run holds
